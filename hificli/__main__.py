@@ -1,0 +1,3 @@
+from hificli.cli import main
+
+main()

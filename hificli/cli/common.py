@@ -1,0 +1,50 @@
+"""Helpers shared by the command modules: settings, stderr console, error lines."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+
+
+@dataclass
+class Settings:
+    """Global options of the ``hific`` group."""
+
+    verbose: int = 0
+    quiet: bool = False
+
+
+def settings() -> Settings:
+    """The current command's global settings (defaults outside a click context)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, Settings) else Settings()
+
+
+def stderr_console():
+    """A rich console on stderr (imported lazily: rich costs ~50 ms)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    """One line ``error: message`` on stderr, plus ``hint: ...`` when there is one."""
+    sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    sys.stderr.flush()
+
+
+def print_file_error(path: str, message: str, hint: str | None = None) -> None:
+    """An error about one file of a batch; the batch goes on."""
+    print_error(f"{path}: {message}", hint)
+
+
+def not_built(name: str, issue: str) -> None:
+    """Exit non-zero for a command that exists in the interface but is not implemented yet."""
+    from hificli.errors import HificError
+
+    raise HificError(f"'hific {name}' is not available in this version yet", f"tracked as {issue}")

@@ -1,0 +1,1 @@
+"""What the network is: configuration, layers and the HiFiC model."""

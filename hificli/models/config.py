@@ -1,0 +1,91 @@
+"""Architecture configuration: one frozen dataclass, plus named presets.
+
+The same code builds the published 181 M-parameter HiFiC (``full``) and small models. A checkpoint
+records its config; port checkpoints are mapped onto ``full`` with the block count read from the keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar
+
+LIKELIHOODS = ("gaussian", "logistic")
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """Widths and options of a HiFiC network.
+
+    encoder_channels: output channels of Encoder conv_block1..5 (the generator mirrors them).
+    latent_channels: C, channels of y (220 in HiFiC).
+    hyper_channels: N, channels of the hyper-analysis/synthesis and of z (320 in HiFiC).
+    n_residual_blocks: residual blocks in the generator (9 in the released models, 7 possible).
+    likelihood: latent conditional, "gaussian" or "logistic".
+    normalize_input: map inputs to [-1, 1] and put a tanh on the generator output (port's ``-norm``).
+    discriminator_context: channels of the discriminator's latent context (12 in HiFiC).
+    """
+
+    encoder_channels: tuple[int, int, int, int, int] = (60, 120, 240, 480, 960)
+    latent_channels: int = 220
+    hyper_channels: int = 320
+    n_residual_blocks: int = 9
+    likelihood: str = "gaussian"
+    normalize_input: bool = False
+    discriminator_context: int = 12
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if len(self.encoder_channels) != 5 or min(self.encoder_channels) < 2:
+            raise ValueError(f"encoder_channels needs 5 widths >= 2, got {self.encoder_channels!r}")
+        if self.latent_channels < 1 or self.hyper_channels < 1 or self.n_residual_blocks < 0:
+            raise ValueError("latent_channels, hyper_channels must be >= 1 and n_residual_blocks >= 0")
+
+    # Image side divisors: the encoder downsamples by 16, the hyper-analysis by 4 more.
+    latent_stride: ClassVar[int] = 16
+    hyper_stride: ClassVar[int] = 4
+
+    def to_json(self) -> str:
+        """Stable JSON form (sorted keys), stored in weights files."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
+        """Inverse of ``asdict``; unknown keys are an error (a newer file)."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
+        values = dict(data)
+        if "encoder_channels" in values:
+            values["encoder_channels"] = tuple(values["encoder_channels"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchConfig:
+        return cls.from_dict(json.loads(text))
+
+    def with_(self, **changes: Any) -> ArchConfig:
+        return replace(self, **changes)
+
+
+#: Named architectures (``hific train --arch NAME``). Sizes are documented in README/MODELS.md.
+PRESETS: dict[str, ArchConfig] = {
+    # The published HiFiC (Mentzer et al. 2020) as built by the earlier PyTorch port: 181 M params.
+    "full": ArchConfig(),
+    # Trains on 2 CPU cores: same topology, narrower.
+    "small": ArchConfig(
+        encoder_channels=(32, 64, 96, 128, 192), latent_channels=96, hyper_channels=96, n_residual_blocks=3
+    ),
+    # Unit tests only: a few thousand parameters.
+    "tiny": ArchConfig(encoder_channels=(4, 6, 8, 8, 12), latent_channels=6, hyper_channels=5, n_residual_blocks=1),
+}
+
+
+def preset(name: str) -> ArchConfig:
+    """Look up a preset by name, with a clear error listing the choices."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(PRESETS)}") from None

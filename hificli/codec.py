@@ -1,0 +1,239 @@
+"""The codec pipeline: image -> latents -> entropy-coded streams -> .hfc bytes, and back.
+
+Encode: pad the image (to a multiple of 64, at least 128 px a side), y = Encoder(x), z = analysis(y),
+z_hat = floor(z + 0.5) coded per channel with the factorized tables; (mu, sigma) = exact integer
+hyper-synthesis of z_hat; latent symbols s = floor(y - mu + 0.5) coded with the scale table row chosen
+by sigma. Decode: the same (mu, sigma) from the decoded z_hat, y_hat = s + mu, Generator, crop.
+Only integer data and integer-exact arithmetic decide how bits are parsed, so the decoded latents are
+bit-identical in any process, thread count or machine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hificli import container
+from hificli.errors import CorruptFileError, ModelMismatchError
+from hificli.imageio import SourceImage
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from hificli.entropy.exact import ExactHyperSynthesis
+    from hificli.entropy.tables import CdfTable
+    from hificli.models.hific import HificModel
+    from hificli.weights import WeightsInfo
+
+#: Padded sides are multiples of this (latents a multiple of 4 for the hyperprior) and at least MIN_SIDE.
+PAD_MULTIPLE = 64
+MIN_SIDE = 128
+CODER_ID = 1  # constriction AnsCoder, 32-bit words
+CODER_VERSION = (0, 5)
+_INT32_MAX = 2**31 - 1
+
+
+def padded_size(width: int, height: int) -> tuple[int, int]:
+    """The size an image is padded to before encoding."""
+
+    def side(n: int) -> int:
+        return max(MIN_SIDE, -(-n // PAD_MULTIPLE) * PAD_MULTIPLE)
+
+    return side(width), side(height)
+
+
+@dataclass
+class CodecModel:
+    """A loaded model ready to code: network (eval mode), integer tables and exact hyper-synthesis."""
+
+    network: HificModel
+    z_table: CdfTable
+    y_table: CdfTable
+    info: WeightsInfo
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        from hificli.entropy.exact import ExactHyperSynthesis
+
+        hyper = self.network.Hyperprior
+        self.exact: ExactHyperSynthesis = ExactHyperSynthesis(hyper.synthesis_mu, hyper.synthesis_std)
+
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self.info.fingerprint
+
+    @property
+    def config(self):
+        return self.network.config
+
+    # -- stages -------------------------------------------------------------------------------------
+
+    def analyse(self, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (H, W, 3) padded image -> (y float32, z_hat float32 integer-valued)."""
+        import torch
+
+        x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        with torch.inference_mode():
+            y = self.network.encode_latents(self.network.preprocess(x))
+            z = self.network.Hyperprior.analysis(y)
+            z_hat = torch.floor(z + 0.5)
+        return y, z_hat
+
+    def latent_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Exact (mu float64, table row per latent element) from integer hyperlatents."""
+        from hificli.entropy.exact import scale_indexes
+
+        mu, scale_fixed = self.exact(z_hat)
+        return mu, scale_indexes(scale_fixed, self.y_table)
+
+    def synthesise(self, y_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
+        """Latents -> uint8 (height, width, 3) reconstruction."""
+        import torch
+
+        with torch.inference_mode():
+            x = self.network.postprocess(self.network.generate(y_hat))
+            x = x[0, :, :height, :width].mul(255.0).add_(0.5).floor_().clamp_(0, 255)
+        return x.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def _pad(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Reflect-pad bottom/right where possible, otherwise edge-replicate (tiny images)."""
+    h, w = pixels.shape[:2]
+    pad = ((0, height - h), (0, width - w), (0, 0))
+    reflectable = height - h < h and width - w < w
+    return np.pad(pixels, pad, mode="reflect" if reflectable else "edge")
+
+
+def _symbols_to_int32(values: torch.Tensor) -> np.ndarray:
+    array = values.detach().double().numpy()
+    return np.clip(array, -_INT32_MAX, _INT32_MAX).astype(np.int32)
+
+
+def encode_source(source: SourceImage, model: CodecModel) -> bytes:
+    """Encode a policy-converted image into the bytes of a .hfc file."""
+    import torch
+
+    from hificli.entropy.coder import encode_symbols
+
+    width, height = source.width, source.height
+    pw, ph = padded_size(width, height)
+    y, z_hat = model.analyse(_pad(source.pixels, pw, ph))
+    z_symbols = _symbols_to_int32(z_hat[0])
+    z_indexes = np.broadcast_to(np.arange(z_symbols.shape[0])[:, None, None], z_symbols.shape)
+    z_bytes = encode_symbols(z_symbols, z_indexes, model.z_table)
+    mu, y_indexes = model.latent_parameters(z_hat)
+    y_symbols = _symbols_to_int32(torch.floor(y[0].double() - mu[0] + 0.5))
+    y_bytes = encode_symbols(y_symbols, y_indexes.reshape(y_symbols.shape), model.y_table)
+    header = container.Header(
+        model_id=model.model_id,
+        fingerprint=model.fingerprint,
+        width=width,
+        height=height,
+        padded_width=pw,
+        padded_height=ph,
+        channels=source.channels,
+        streams=(
+            container.StreamInfo("z", tuple(z_symbols.shape), len(z_bytes)),
+            container.StreamInfo("y", tuple(y_symbols.shape), len(y_bytes)),
+        ),
+        icc_profile=source.icc_profile,
+        coder_id=CODER_ID,
+        coder_version=CODER_VERSION,
+    )
+    return container.pack(header, [z_bytes, y_bytes])
+
+
+def check_compatible(header: container.Header, model: CodecModel) -> None:
+    """Refuse to decode a file with weights other than the ones that wrote it."""
+    if header.fingerprint != model.fingerprint:
+        raise ModelMismatchError(
+            f"file was made by model {header.model_id!r} (weights {header.fingerprint.hex()}), "
+            f"not by the loaded {model.model_id!r} (weights {model.fingerprint.hex()})",
+            f"decode with -m {header.model_id} (or the weights file that encoded it)",
+        )
+    if header.coder_id != CODER_ID or header.coder_version[0] != CODER_VERSION[0]:
+        raise CorruptFileError(f"unknown entropy coder {header.coder_id} v{header.coder_version}")
+
+
+def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
+    """Entropy-decode a parsed file into the latents y_hat (float32, (1, C, H/16, W/16))."""
+    import torch
+
+    from hificli.entropy.coder import decode_symbols
+
+    header = hfc.header
+    check_compatible(header, model)
+    config = model.config
+    pw, ph = header.padded_width, header.padded_height
+    if (pw, ph) != padded_size(header.width, header.height):
+        raise CorruptFileError(f"padded size {pw}x{ph} does not match image size {header.width}x{header.height}")
+    expected = {
+        "z": (config.hyper_channels, ph // 64, pw // 64),
+        "y": (config.latent_channels, ph // 16, pw // 16),
+    }
+    streams = {s.name: s for s in header.streams}
+    if set(streams) != set(expected):
+        raise CorruptFileError(f"expected streams z and y, found {', '.join(sorted(streams)) or 'none'}")
+    for name, shape in expected.items():
+        if tuple(streams[name].shape) != shape:
+            raise CorruptFileError(f"stream {name!r} has shape {streams[name].shape}, expected {shape}")
+    z_shape = expected["z"]
+    z_indexes = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
+    z_symbols = decode_symbols(hfc.stream("z"), z_indexes, model.z_table).reshape(z_shape)
+    z_hat = torch.from_numpy(z_symbols.astype(np.float32)).unsqueeze(0)
+    mu, y_indexes = model.latent_parameters(z_hat)
+    y_shape = expected["y"]
+    y_symbols = decode_symbols(hfc.stream("y"), y_indexes.reshape(y_shape), model.y_table).reshape(y_shape)
+    y_hat = torch.from_numpy(y_symbols.astype(np.float64)).unsqueeze(0) + mu
+    return y_hat.float()
+
+
+def decode_file(data: bytes, model: CodecModel) -> tuple[np.ndarray, container.Header]:
+    """Decode .hfc bytes into uint8 (H, W, 3) pixels and the file's header."""
+    hfc = container.unpack(data)
+    y_hat = decode_latents(hfc, model)
+    header = hfc.header
+    return model.synthesise(y_hat, header.width, header.height), header
+
+
+def to_pil(pixels: np.ndarray, header: container.Header) -> Image.Image:
+    """Decoded pixels -> Pillow image in the source's colour mode, with its ICC profile attached."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels, "RGB")
+    if header.channels == 1:
+        image = image.convert("L")
+    if header.icc_profile:
+        image.info["icc_profile"] = header.icc_profile
+    return image
+
+
+def estimate_bits(source: SourceImage, model: CodecModel) -> dict[str, float]:
+    """The model's own rate estimate for an image: -log2 likelihoods of z_hat and y_hat (float model)."""
+    import torch
+
+    from hificli.models.likelihoods import latent_likelihood
+
+    pw, ph = padded_size(source.width, source.height)
+    y, z_hat = model.analyse(_pad(source.pixels, pw, ph))
+    hyper = model.network.Hyperprior
+    with torch.inference_mode():
+        mu, scale = hyper.synthesis(z_hat)
+        y_hat = torch.floor(y - mu + 0.5) + mu
+        z_bits = -torch.log2(hyper.hyperlatent_likelihood.likelihood(z_hat)).sum().item()
+        y_bits = -torch.log2(latent_likelihood(y_hat, mu, scale, model.config.likelihood)).sum().item()
+    total = z_bits + y_bits
+    return {"z": z_bits, "y": y_bits, "total": total, "bpp": total / (source.width * source.height)}
+
+
+def bits_per_pixel(n_bytes: int, width: int, height: int) -> float:
+    return 8.0 * n_bytes / (width * height) if width * height else math.nan

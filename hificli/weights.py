@@ -1,0 +1,257 @@
+"""Inference weights files: what decoding needs, in a format that cannot execute code on load.
+
+A weights file is a safetensors file holding
+- the Encoder, Generator and Hyperprior tensors under the port's key names (fp32, or fp16 with ``half``),
+- the integer entropy tables (``tables.z.*`` for the hyperlatents, ``tables.y.*`` for the latents),
+- metadata: ``format`` = ``hific-weights``, ``format_version``, ``model_id``, ``arch`` (ArchConfig JSON),
+  ``fingerprint`` (16 hex digits, see :func:`fingerprint`), ``meta`` (JSON: training facts).
+
+The fingerprint identifies the decoding contract: it hashes every tensor rounded to float16 plus the
+integer tables and the architecture, so an fp32 file and its fp16 copy share it (both decode the same
+latents: the exact hyper-synthesis rounds weights to float16 first), while any other weights differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hificli.errors import ModelMismatchError
+from hificli.models.config import ArchConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from hificli.entropy.tables import CdfTable
+    from hificli.models.hific import HificModel
+
+WEIGHTS_FORMAT = "hific-weights"
+WEIGHTS_VERSION = 1
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a weights file says about itself (read from the header only)."""
+
+    model_id: str
+    fingerprint: bytes
+    config: ArchConfig
+    n_params: int
+    half: bool
+    sha256: str = ""
+    size: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+
+def is_weights_file(path: str | Path) -> bool:
+    """True if ``path`` looks like a hific safetensors weights file (reads 8 + header bytes, no torch)."""
+    try:
+        _read_safetensors_header(Path(path))
+        return True
+    except (OSError, ModelMismatchError):
+        return False
+
+
+def is_port_checkpoint(path: str | Path) -> bool:
+    """True if ``path`` is a zip-format torch checkpoint (what torch.save writes); structure not checked."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _read_safetensors_header(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) != 8:
+            raise ModelMismatchError(f"{path}: not a weights file (too short)")
+        length = int.from_bytes(raw, "little")
+        if length <= 0 or length > _SAFETENSORS_MAX_HEADER or length > os.path.getsize(path):
+            raise ModelMismatchError(f"{path}: not a hific weights file")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelMismatchError(f"{path}: not a hific weights file") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
+        raise ModelMismatchError(f"{path}: not a hific weights file (no hific metadata)")
+    return header
+
+
+def read_weights_info(path: str | Path, *, with_hash: bool = False) -> WeightsInfo:
+    """Parse a weights file's header (cheap, no torch). ``with_hash`` also hashes the whole file."""
+    path = Path(path)
+    header = _read_safetensors_header(path)
+    meta = header["__metadata__"]
+    try:
+        version = int(meta.get("format_version", "0"))
+        if version > WEIGHTS_VERSION:
+            raise ModelMismatchError(f"{path}: weights format {version} is newer than this hific supports")
+        config = ArchConfig.from_json(meta["arch"])
+        fingerprint_bytes = bytes.fromhex(meta["fingerprint"])
+        extra = json.loads(meta.get("meta", "{}"))
+        n_params = 0
+        half = False
+        for key, entry in header.items():
+            if key == "__metadata__" or key.startswith("tables."):
+                continue
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            n_params += count
+            half = half or entry["dtype"] == "F16"
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelMismatchError(f"{path}: damaged weights metadata ({exc})") from None
+    if len(fingerprint_bytes) != 8:
+        raise ModelMismatchError(f"{path}: damaged weights metadata (fingerprint)")
+    return WeightsInfo(
+        model_id=meta.get("model_id", ""),
+        fingerprint=fingerprint_bytes,
+        config=config,
+        n_params=n_params,
+        half=half,
+        sha256=file_sha256(path) if with_hash else "",
+        size=path.stat().st_size,
+        meta=extra,
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(tensors: dict[str, torch.Tensor], arrays: dict[str, np.ndarray], config: ArchConfig) -> bytes:
+    """First 8 bytes of sha256 over the canonical form of a model (see the module docstring)."""
+    import numpy as np
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(config.to_json().encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu", torch.float16).contiguous()
+        digest.update(f"{name}:f16:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.int16).numpy().astype("<i2", copy=False).tobytes())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return digest.digest()[:8]
+
+
+def build_tables(model: HificModel) -> tuple[CdfTable, CdfTable]:
+    """The integer entropy tables of a model: (hyperlatent z table, latent y table)."""
+    import torch
+
+    from hificli.entropy import tables as T
+
+    density = model.Hyperprior.hyperlatent_likelihood
+
+    def pmf(values: Any) -> Any:
+        with torch.no_grad():
+            tensor = torch.as_tensor(values, dtype=torch.float32)
+            return density.likelihood(tensor).double().numpy()
+
+    z_table = T.factorized_tables(pmf, model.config.hyper_channels, T.TAIL_MASS)
+    y_table = T.latent_tables(model.config.likelihood, T.latent_scale_table(T.LATENT_LEVELS), T.TAIL_MASS)
+    return z_table, y_table
+
+
+def save_inference_weights(
+    model: HificModel,
+    path: str | Path,
+    *,
+    model_id: str,
+    half: bool = False,
+    meta: dict[str, Any] | None = None,
+    tables: tuple[CdfTable, CdfTable] | None = None,
+) -> WeightsInfo:
+    """Write ``model``'s inference weights + integer tables to ``path`` atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    z_table, y_table = tables if tables is not None else build_tables(model)
+    arrays = {**z_table.to_arrays("tables.z."), **y_table.to_arrays("tables.y.")}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.inference_state_dict().items()}
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.to(dtype) for k, v in state.items()}
+    fp = fingerprint(tensors, arrays, model.config)
+    tensors.update({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "format_version": str(WEIGHTS_VERSION),
+        "model_id": model_id,
+        "arch": model.config.to_json(),
+        "fingerprint": fp.hex(),
+        "meta": json.dumps(meta or {}, sort_keys=True),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return read_weights_info(path, with_hash=True)
+
+
+def convert_port_checkpoint(
+    src: str | Path, dst: str | Path, *, model_id: str, half: bool = False
+) -> WeightsInfo:
+    """Strictly load a checkpoint in the earlier port's layout and write hific inference weights."""
+    from hificli.checkpoint import load_port_model
+
+    model, checkpoint = load_port_model(src)
+    meta = {"source": "port-checkpoint", "steps": checkpoint.steps, "regime": checkpoint.args.get("regime")}
+    return save_inference_weights(model, dst, model_id=model_id, half=half, meta=meta)
+
+
+def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, WeightsInfo]:
+    """Load a weights file: (model in eval mode, z table, y table, info). Any damage -> ModelMismatchError."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from hificli.checkpoint import load_strict
+    from hificli.entropy.tables import CdfTable
+    from hificli.models.hific import HificModel
+
+    path = Path(path)
+    info = read_weights_info(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
+    arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
+    state = {k: v.float() for k, v in tensors.items() if not k.startswith("tables.")}
+    try:
+        z_table = CdfTable.from_arrays(arrays, "tables.z.")
+        y_table = CdfTable.from_arrays(arrays, "tables.y.")
+    except (KeyError, ValueError) as exc:
+        raise ModelMismatchError(f"{path}: damaged entropy tables ({exc})") from None
+    model = HificModel(info.config)
+    load_strict(model, state, ignore_prefixes=())
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    del torch  # imported for its side effect on safetensors only
+    return model, z_table, y_table, info

@@ -1,0 +1,46 @@
+"""Tiny seeded models and synthetic images for tests (no network, no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_tiny_network(seed: int = 0, **overrides):
+    """A seeded random HificModel of the tiny preset (eval mode)."""
+    import torch
+
+    from hificli.models.config import PRESETS
+    from hificli.models.hific import HificModel
+
+    torch.manual_seed(seed)
+    config = PRESETS["tiny"].with_(**overrides) if overrides else PRESETS["tiny"]
+    model = HificModel(config)
+    with torch.no_grad():  # spread the hyper-synthesis a bit so latents get varied scales
+        for module in (model.Hyperprior.synthesis_std, model.Hyperprior.synthesis_mu):
+            module.conv3.bias.add_(0.5)
+    return model.eval()
+
+
+def make_tiny_weights(path: str | Path, *, seed: int = 0, model_id: str = "test-tiny", **overrides) -> Path:
+    """Save a seeded random tiny-preset model as a hific weights file and return its path."""
+    from hificli.weights import save_inference_weights
+
+    path = Path(path)
+    save_inference_weights(make_tiny_network(seed, **overrides), path, model_id=model_id)
+    return path
+
+
+def sample_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """Smooth synthetic content with some texture (deterministic for a seed)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    channels = []
+    for c in range(3):
+        fx, fy, phase = rng.uniform(0.01, 0.08), rng.uniform(0.01, 0.08), rng.uniform(0, 6.28)
+        channels.append(127 + 90 * np.sin(fx * xx + phase) * np.cos(fy * yy + c))
+    pixels = np.stack(channels, axis=2) + rng.normal(0, 6, (height, width, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    return image.convert(mode) if mode != "RGB" else image

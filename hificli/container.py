@@ -1,0 +1,411 @@
+"""The ``.hfc`` container, format 1.0: a small header, the coded streams, a CRC32 trailer.
+
+Layout and rules are specified in FORMAT.md; the constants below are the single source of truth it
+quotes. Stdlib only (no torch, no numpy): ``hific info`` reads files through this module.
+
+Reading is strict and allocation-safe: the checksum is verified before any field is interpreted, every
+field is bounds-checked against the format limits and the bytes actually present before anything is
+sliced, and every failure is a :class:`~hificli.errors.CorruptFileError` (or its subclass
+:class:`~hificli.errors.UnsupportedVersionError`) whose message names the field and the value.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from hificli.errors import CorruptFileError, InvalidInputError, UnsupportedVersionError
+
+MAGIC = b"\x89HFC"
+FORMAT_VERSION = (1, 0)
+
+FLAG_ICC = 0x01  #: flags bit 0: an ICC profile block follows the header
+KNOWN_FLAGS = FLAG_ICC
+
+CHANNEL_CHOICES = (1, 3)  #: 1 = grayscale source (decoded as grayscale), 3 = RGB
+CODER_ANS = 1  #: constriction AnsCoder, 32-bit words, little-endian
+CODER_NAMES = {CODER_ANS: "constriction-ans32"}
+CODER_VERSION = (0, 5)  #: constriction 0.5.x wrote the streams
+
+MAX_SIDE = 1 << 20  #: width and height are 1..MAX_SIDE
+PAD_MULTIPLE = 16  #: padded sides are multiples of this
+MAX_PADDING = 4096  #: padded side - side < MAX_PADDING
+MAX_MODEL_ID = 64  #: model id length 1..MAX_MODEL_ID
+FINGERPRINT_SIZE = 8
+MAX_STREAMS = 64  #: stream count 1..MAX_STREAMS
+MAX_STREAM_NAME = 32  #: stream name length 1..MAX_STREAM_NAME
+MAX_NDIM = 4  #: stream shape rank 1..MAX_NDIM
+MAX_DIM = 1 << 24  #: each stream dimension 1..MAX_DIM
+MAX_ELEMENTS = 1 << 31  #: product of a stream's dimensions
+MAX_STREAM_BYTES = 1 << 31  #: byte length of one stream 0..MAX_STREAM_BYTES
+MAX_ICC_BYTES = 1 << 24  #: ICC profile length 1..MAX_ICC_BYTES
+MAX_FILE_BYTES = 1 << 31  #: read_file refuses larger files before reading them
+MAX_VARINT_BYTES = 5  #: unsigned LEB128, value < 2**32, minimal encoding only
+
+_MAX_PADDED = MAX_SIDE + MAX_PADDING - 1
+_PREFIX = struct.Struct("<4sBBHBB")  # magic, major, minor, header_size, flags, channels
+PREFIX_SIZE = _PREFIX.size  #: the fixed part of the header (10 bytes)
+TRAILER_SIZE = 4  #: CRC32 of every byte before it, little-endian u32
+MIN_FILE_SIZE = PREFIX_SIZE + TRAILER_SIZE
+
+_MODEL_ID_RE = re.compile(rb"[a-z0-9][a-z0-9._-]*")
+_STREAM_NAME_RE = re.compile(rb"[a-z0-9._-]+")
+
+# The earlier PyTorch port's files: 11 uint16 shapes, then this marker at offset 22.
+_PORT_MARKER, _PORT_MARKER_OFFSET = b"\x46\xe2\x84\x92", 22
+_PORT_NOTE = "looks like a file from the earlier PyTorch HiFiC port, which hific cannot read"
+_OTHER_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One coded stream: its name, the shape of the symbol array it holds, and its byte length."""
+
+    name: str
+    shape: tuple[int, ...]
+    length: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a .hfc file says besides the stream bytes."""
+
+    model_id: str
+    fingerprint: bytes
+    width: int
+    height: int
+    padded_width: int
+    padded_height: int
+    channels: int
+    streams: tuple[StreamInfo, ...]
+    icc_profile: bytes | None = None
+    coder_id: int = CODER_ANS
+    coder_version: tuple[int, int] = CODER_VERSION
+    version: tuple[int, int] = FORMAT_VERSION
+
+    def stream_info(self, name: str) -> StreamInfo:
+        """The stream called ``name``; a missing stream means the file is unusable (CorruptFileError)."""
+        for info in self.streams:
+            if info.name == name:
+                return info
+        raise CorruptFileError(f"bad .hfc file: no stream named {name!r}")
+
+
+@dataclass(frozen=True)
+class HfcFile:
+    """A parsed file: header, the streams' bytes (in header order) and the total file size."""
+
+    header: Header
+    payloads: tuple[bytes, ...]
+    size: int
+
+    def stream(self, name: str) -> bytes:
+        """Bytes of the stream called ``name`` (CorruptFileError if the file has no such stream)."""
+        info = self.header.stream_info(name)
+        return self.payloads[self.header.streams.index(info)]
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(len(p) for p in self.payloads)
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes before the payload: header fields plus the ICC block, if any."""
+        return self.size - TRAILER_SIZE - self.payload_bytes
+
+
+class _Invalid(ValueError):
+    """A field outside the format; pack/unpack turn it into the right HificError."""
+
+
+# ---------------------------------------------------------------------------------------------- checks
+# Shared by pack and unpack, so that pack never writes what unpack rejects.
+
+
+def _check_range(field: str, value: int, lo: int, hi: int) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise _Invalid(f"{field} {value!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise _Invalid(f"{field} {value} is outside {lo}..{hi}")
+    return value
+
+
+def _check_geometry(width: int, height: int, padded_width: int, padded_height: int) -> None:
+    for side, value, padded in (("width", width, padded_width), ("height", height, padded_height)):
+        if padded < value or padded - value >= MAX_PADDING:
+            hi = value + MAX_PADDING - 1
+            raise _Invalid(f"padded_{side} {padded} is outside {value}..{hi} ({side} is {value})")
+        if padded % PAD_MULTIPLE:
+            raise _Invalid(f"padded_{side} {padded} is not a multiple of {PAD_MULTIPLE}")
+
+
+def _check_ident(field: str, raw: bytes, pattern: re.Pattern[bytes], max_len: int) -> str:
+    if not 1 <= len(raw) <= max_len:
+        raise _Invalid(f"{field} length {len(raw)} is outside 1..{max_len}")
+    if not pattern.fullmatch(raw):
+        raise _Invalid(f"{field} {raw!r} has characters outside {pattern.pattern.decode()}")
+    return raw.decode("ascii")
+
+
+def _check_shape(field: str, shape: Sequence[int]) -> tuple[int, ...]:
+    _check_range(f"{field} ndim", len(shape), 1, MAX_NDIM)
+    dims = tuple(_check_range(f"{field} dim {i}", d, 1, MAX_DIM) for i, d in enumerate(shape))
+    n = 1
+    for d in dims:
+        n *= d
+    if n > MAX_ELEMENTS:
+        raise _Invalid(f"{field} shape {dims} has {n} elements, more than {MAX_ELEMENTS}")
+    return dims
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128 of ``0 <= value < 2**32`` (minimal: 1..5 bytes)."""
+    value = _check_range("varint", value, 0, (1 << 32) - 1)
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _ident_bytes(field: str, text: str, pattern: re.Pattern[bytes], max_len: int) -> bytes:
+    raw = text.encode("ascii", errors="replace") if isinstance(text, str) else b""
+    _check_ident(field, raw, pattern, max_len)
+    return bytes([len(raw)]) + raw
+
+
+def _encode_header(h: Header) -> bytes:
+    """The header fields (prefix included, ICC block excluded), validated against the limits."""
+    if tuple(h.version) != FORMAT_VERSION:
+        raise _Invalid(f"format version {h.version} cannot be written (this hific writes {FORMAT_VERSION})")
+    if h.channels not in CHANNEL_CHOICES:
+        raise _Invalid(f"channels {h.channels} is not one of {CHANNEL_CHOICES}")
+    sizes = [_check_range(f, getattr(h, f), 1, MAX_SIDE) for f in ("width", "height")]
+    pads = [_check_range(f, getattr(h, f), 1, _MAX_PADDED) for f in ("padded_width", "padded_height")]
+    _check_geometry(*sizes, *pads)
+    if not isinstance(h.fingerprint, bytes) or len(h.fingerprint) != FINGERPRINT_SIZE:
+        raise _Invalid(f"fingerprint must be {FINGERPRINT_SIZE} bytes, got {h.fingerprint!r}")
+    if h.icc_profile is not None:
+        _check_range("ICC profile length", len(h.icc_profile), 1, MAX_ICC_BYTES)
+    out = bytearray(b"".join(encode_varint(v) for v in (*sizes, *pads)))
+    out += _ident_bytes("model id", h.model_id, _MODEL_ID_RE, MAX_MODEL_ID)
+    out += h.fingerprint
+    out.append(_check_range("coder id", h.coder_id, 1, 255))
+    if len(h.coder_version) != 2:
+        raise _Invalid(f"coder version {h.coder_version} must be (major, minor)")
+    out += bytes(_check_range("coder version", v, 0, 255) for v in h.coder_version)
+    out.append(_check_range("stream count", len(h.streams), 1, MAX_STREAMS))
+    seen: set[str] = set()
+    for i, s in enumerate(h.streams):
+        field = f"stream {i} ({s.name!r})"
+        out += _ident_bytes(f"{field} name", s.name, _STREAM_NAME_RE, MAX_STREAM_NAME)
+        if s.name in seen:
+            raise _Invalid(f"{field} name is used twice")
+        seen.add(s.name)
+        dims = _check_shape(field, s.shape)
+        out.append(len(dims))
+        out += b"".join(encode_varint(d) for d in dims)
+        out += encode_varint(_check_range(f"{field} length", s.length, 0, MAX_STREAM_BYTES))
+    header_size = _check_range("header size", PREFIX_SIZE + len(out), PREFIX_SIZE, 0xFFFF)
+    flags = FLAG_ICC if h.icc_profile is not None else 0
+    return _PREFIX.pack(MAGIC, *FORMAT_VERSION, header_size, flags, h.channels) + bytes(out)
+
+
+def header_bytes_size(header: Header) -> int:
+    """Size of the header fields ``pack`` writes for ``header`` (without ICC block, payload, trailer)."""
+    try:
+        return len(_encode_header(header))
+    except _Invalid as exc:
+        raise InvalidInputError(f"cannot write .hfc: {exc}") from None
+
+
+def pack(header: Header, payloads: Sequence[bytes]) -> bytes:
+    """A complete .hfc file. Values outside the format's limits raise InvalidInputError naming the field;
+    payloads that do not match ``header.streams`` (count or lengths) are a programming error (ValueError)."""
+    payloads = [bytes(p) for p in payloads]
+    if len(payloads) != len(header.streams):
+        raise ValueError(f"{len(header.streams)} streams in the header but {len(payloads)} payloads")
+    for info, payload in zip(header.streams, payloads, strict=True):
+        if info.length != len(payload):
+            raise ValueError(f"stream {info.name!r}: header says {info.length} bytes, got {len(payload)}")
+    try:
+        head = _encode_header(header)
+    except _Invalid as exc:
+        raise InvalidInputError(f"cannot write .hfc: {exc}") from None
+    icc = b"" if header.icc_profile is None else encode_varint(len(header.icc_profile)) + header.icc_profile
+    body = b"".join((head, icc, *payloads))
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+class _Reader:
+    """A cursor over ``data[pos:end]`` that checks every read against ``end`` before slicing."""
+
+    def __init__(self, data: bytes, pos: int, end: int, region: str) -> None:
+        self.data, self.pos, self.end, self.region = data, pos, end, region
+
+    def take(self, n: int, field: str) -> bytes:
+        left = self.end - self.pos
+        if n > left:
+            raise _Invalid(f"{field} needs {n} bytes but the {self.region} has only {left} left")
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def u8(self, field: str) -> int:
+        return self.take(1, field)[0]
+
+    def ident(self, field: str, pattern: re.Pattern[bytes], max_len: int) -> str:
+        """A u8 length (checked first) and that many ASCII bytes matching ``pattern``."""
+        n = _check_range(f"{field} length", self.u8(f"{field} length"), 1, max_len)
+        return _check_ident(field, self.take(n, field), pattern, max_len)
+
+    def varint(self, field: str, lo: int, hi: int) -> int:
+        value = 0
+        for i in range(MAX_VARINT_BYTES):
+            byte = self.u8(field)
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if i and not byte:
+                    raise _Invalid(f"{field} is an overlong varint ({i + 1} bytes for {value})")
+                if value >> 32:
+                    raise _Invalid(f"{field} varint value {value} does not fit in 32 bits")
+                return _check_range(field, value, lo, hi)
+        raise _Invalid(f"{field} varint is longer than {MAX_VARINT_BYTES} bytes")
+
+
+def _not_hfc(data: bytes) -> CorruptFileError:
+    if data[_PORT_MARKER_OFFSET : _PORT_MARKER_OFFSET + 4] == _PORT_MARKER:
+        return CorruptFileError(f"not a .hfc file: {_PORT_NOTE}", "encode the original image with hific")
+    for signature, what in _OTHER_SIGNATURES.items():
+        if data.startswith(signature):
+            return CorruptFileError(f"not a .hfc file: this is {what}", "to compress it, use 'hific encode'")
+    return CorruptFileError(f"not a .hfc file (starts with {data[:4].hex(' ')}, expected {MAGIC.hex(' ')})")
+
+
+def _check_start(data: bytes) -> tuple[int, int, int, int, int]:
+    """Size, magic, major version and checksum, in that order; returns the fixed prefix fields."""
+    size = len(data)
+    if not data:
+        raise CorruptFileError("not a .hfc file: the file is empty")
+    if not data.startswith(MAGIC) and not MAGIC.startswith(data):
+        raise _not_hfc(data)
+    if size < MIN_FILE_SIZE:
+        raise CorruptFileError(f"truncated .hfc file: {size} bytes, a .hfc file has at least {MIN_FILE_SIZE}")
+    _, major, minor, header_size, flags, channels = _PREFIX.unpack_from(data)
+    stored = int.from_bytes(data[-TRAILER_SIZE:], "little")
+    crc_ok = zlib.crc32(memoryview(data)[: size - TRAILER_SIZE]) == stored
+    if major != FORMAT_VERSION[0]:
+        if major < FORMAT_VERSION[0]:
+            raise CorruptFileError(f"bad .hfc file: format version {major}.{minor} does not exist")
+        hint = "upgrade hific" if crc_ok else "its checksum does not match either: the file may be damaged"
+        raise UnsupportedVersionError(f"made by a newer hific (format {major}.{minor}); upgrade hific", hint)
+    if not crc_ok:
+        raise CorruptFileError("checksum mismatch (file damaged)")
+    if flags & ~KNOWN_FLAGS:
+        raise UnsupportedVersionError(
+            f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x} (format {major}.{minor}): made by a newer hific",
+            "upgrade hific",
+        )
+    return minor, header_size, flags, channels, size
+
+
+def unpack(data: bytes) -> HfcFile:
+    """Parse and validate a whole .hfc file held in memory."""
+    data = data if isinstance(data, bytes) else bytes(data)
+    minor, header_size, flags, channels, size = _check_start(data)
+    try:
+        return _parse(data, minor, header_size, flags, channels, size)
+    except _Invalid as exc:
+        raise CorruptFileError(f"bad .hfc file: {exc}") from None
+
+
+def _parse(data: bytes, minor: int, header_size: int, flags: int, channels: int, size: int) -> HfcFile:
+    end = size - TRAILER_SIZE
+    _check_range("header_size", header_size, PREFIX_SIZE, end)
+    if channels not in CHANNEL_CHOICES:
+        raise _Invalid(f"channels {channels} is not one of {CHANNEL_CHOICES}")
+    r = _Reader(data, PREFIX_SIZE, header_size, f"header (header_size {header_size})")
+    width, height = r.varint("width", 1, MAX_SIDE), r.varint("height", 1, MAX_SIDE)
+    padded = [r.varint(f, 1, _MAX_PADDED) for f in ("padded_width", "padded_height")]
+    _check_geometry(width, height, *padded)
+    model_id = r.ident("model id", _MODEL_ID_RE, MAX_MODEL_ID)
+    fingerprint = r.take(FINGERPRINT_SIZE, "fingerprint")
+    coder_id = _check_range("coder id", r.u8("coder id"), 1, 255)
+    coder_version = (r.u8("coder major version"), r.u8("coder minor version"))
+    streams: list[StreamInfo] = []
+    total = 0
+    for i in range(_check_range("stream count", r.u8("stream count"), 1, MAX_STREAMS)):
+        field = f"stream {i}"
+        name = r.ident(f"{field} name", _STREAM_NAME_RE, MAX_STREAM_NAME)
+        field = f"stream {i} ({name!r})"
+        if any(s.name == name for s in streams):
+            raise _Invalid(f"{field} name is used twice")
+        ndim = _check_range(f"{field} ndim", r.u8(f"{field} ndim"), 1, MAX_NDIM)
+        shape = _check_shape(field, [r.varint(f"{field} dim {k}", 1, MAX_DIM) for k in range(ndim)])
+        length = r.varint(f"{field} length", 0, MAX_STREAM_BYTES)
+        total += length
+        if total > end - r.pos:
+            raise _Invalid(f"{field} length {length} runs past the end of the file ({size} bytes)")
+        streams.append(StreamInfo(name, shape, length))
+    if (1, minor) <= FORMAT_VERSION and r.pos != header_size:
+        raise _Invalid(f"header_size {header_size} does not match the header fields ({r.pos} bytes)")
+    body = _Reader(data, header_size, end, "file")
+    icc = None
+    if flags & FLAG_ICC:
+        icc = body.take(body.varint("ICC profile length", 1, MAX_ICC_BYTES), "ICC profile")
+    expected = body.pos + total + TRAILER_SIZE
+    if size != expected:
+        what = "trailing bytes" if size > expected else "streams run past the end"
+        raise _Invalid(f"{what}: the header describes a {expected}-byte file, the file has {size} bytes")
+    payloads, pos = [], body.pos
+    for s in streams:
+        payloads.append(data[pos : pos + s.length])
+        pos += s.length
+    header = Header(
+        model_id, fingerprint, width, height, padded[0], padded[1], channels, tuple(streams), icc,
+        coder_id, coder_version, (FORMAT_VERSION[0], minor),
+    )
+    return HfcFile(header, tuple(payloads), size)
+
+
+def read_file(path: str | os.PathLike[str]) -> HfcFile:
+    """Read and parse a .hfc file; OS errors become InvalidInputError with the OS message."""
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise CorruptFileError(f"not a .hfc file: {size} bytes is over the {MAX_FILE_BYTES} limit")
+            return read_stream(f, name)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def read_stream(f: BinaryIO, name: str = "<stream>") -> HfcFile:
+    """Read a .hfc file from a binary stream (e.g. stdin), refusing more than MAX_FILE_BYTES."""
+    try:
+        data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise CorruptFileError(f"not a .hfc file: more than the {MAX_FILE_BYTES}-byte limit")
+    return unpack(data)
+
+
+def coder_name(coder_id: int) -> str:
+    """Human name of a coder id (``unknown-N`` for ids this hific does not know)."""
+    return CODER_NAMES.get(coder_id, f"unknown-{coder_id}")

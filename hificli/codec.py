@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hificli import container
-from hificli.errors import CorruptFileError, ModelMismatchError
+from hificli.errors import CorruptFileError, ModelMismatchError, UnsupportedVersionError
 from hificli.imageio import SourceImage
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 #: Padded sides are multiples of this (latents a multiple of 4 for the hyperprior) and at least MIN_SIDE.
 PAD_MULTIPLE = 64
 MIN_SIDE = 128
-CODER_ID = 1  # constriction AnsCoder, 32-bit words
-CODER_VERSION = (0, 5)
 _INT32_MAX = 2**31 - 1
 
 
@@ -146,8 +144,8 @@ def encode_source(source: SourceImage, model: CodecModel) -> bytes:
             container.StreamInfo("y", tuple(y_symbols.shape), len(y_bytes)),
         ),
         icc_profile=source.icc_profile,
-        coder_id=CODER_ID,
-        coder_version=CODER_VERSION,
+        coder_id=container.CODER_ANS,
+        coder_version=container.CODER_VERSION,
     )
     return container.pack(header, [z_bytes, y_bytes])
 
@@ -160,8 +158,11 @@ def check_compatible(header: container.Header, model: CodecModel) -> None:
             f"not by the loaded {model.model_id!r} (weights {model.fingerprint.hex()})",
             f"decode with -m {header.model_id} (or the weights file that encoded it)",
         )
-    if header.coder_id != CODER_ID or header.coder_version[0] != CODER_VERSION[0]:
-        raise CorruptFileError(f"unknown entropy coder {header.coder_id} v{header.coder_version}")
+    if header.coder_id != container.CODER_ANS or header.coder_version[0] != container.CODER_VERSION[0]:
+        raise UnsupportedVersionError(
+            f"unknown entropy coder {header.coder_id} v{header.coder_version[0]}.{header.coder_version[1]}",
+            "the file was probably made by a newer hific; upgrade hific",
+        )
 
 
 def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:

@@ -21,11 +21,11 @@ def read_input(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise InvalidInputError(f"{path}: no such file") from None
+        raise InvalidInputError("no such file") from None
     except IsADirectoryError:
-        raise InvalidInputError(f"{path}: is a directory") from None
+        raise InvalidInputError("is a directory") from None
     except PermissionError:
-        raise InvalidInputError(f"{path}: permission denied") from None
+        raise InvalidInputError("permission denied") from None
 
 
 def output_path(input_path: str, suffix: str, output: str | None, many: bool) -> str:

@@ -63,25 +63,25 @@ class SourceImage:
 
 
 def open_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
-    """Open and fully load an image with Pillow; any failure is a BadImageError."""
-    name = "<stdin>" if isinstance(source, (bytes, io.IOBase)) else str(source)
+    """Open and fully load an image with Pillow; any failure is a BadImageError (message without the
+    file name: callers add it)."""
     try:
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
         image = Image.open(stream)
         image.load()
         return image
     except FileNotFoundError:
-        raise BadImageError(f"{name}: no such file") from None
+        raise BadImageError("no such file") from None
     except IsADirectoryError:
-        raise BadImageError(f"{name}: is a directory") from None
+        raise BadImageError("is a directory") from None
     except UnidentifiedImageError:
         raise BadImageError(
-            f"{name}: not an image Pillow can read", "supported inputs: PNG, JPEG, WebP, TIFF, BMP, ..."
+            "not an image Pillow can read", "supported inputs: PNG, JPEG, WebP, TIFF, BMP, ..."
         ) from None
     except Image.DecompressionBombError as exc:
-        raise BadImageError(f"{name}: image too large ({exc})") from None
+        raise BadImageError(f"image too large ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise BadImageError(f"{name}: cannot decode image ({exc})") from None
+        raise BadImageError(f"cannot decode image ({exc})") from None
 
 
 def to_source_image(image: Image.Image) -> SourceImage:

@@ -1,0 +1,192 @@
+"""Entropy coding of int32 symbols with integer tables, using constriction's ANS coder.
+
+Stream layout (what :func:`decode_symbols` pops, in order; the encoder pushes it in reverse because
+the ANS coder is a stack):
+
+1. the symbols grouped by table row, rows in increasing order, each group in raster order (a stable
+   sort of the row indexes), each group coded with its row's Categorical model. A value
+   ``v = symbol - offsets[row]`` in ``[0, lengths[row] - 1)`` is coded as itself, anything else as the
+   escape bin ``lengths[row] - 1``;
+2. for every escaped symbol (same order), the bit count ``k`` of ``e + 1`` with ``Uniform(33)``, where
+   ``e = 2 * (v - n)`` above the range (``n = lengths[row] - 1``) and ``e = 2 * (-v - 1) + 1`` below it;
+3. for every escaped symbol, the ``k`` low bits of ``e + 1`` in chunks of <= 16 bits, low chunk first,
+   each with a ``Uniform(2**width)`` model.
+
+The compressed data are the coder's uint32 words, little-endian. Every int32 symbol round-trips.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hificli.entropy.tables import PRECISION, CdfTable
+from hificli.errors import CorruptFileError
+
+ESCAPE_BITS_ALPHABET = 33  #: k = bit count of e + 1 is in 0..32 given |offset| <= 2**24 (see tables)
+CHUNK_BITS = 16
+_MAX_CHUNKS = 2  # k <= 32 bits = two 16-bit chunks
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _constriction() -> Any:
+    import constriction
+
+    return constriction.stream
+
+
+def _check_inputs(indexes: np.ndarray, table: CdfTable) -> np.ndarray:
+    idx = np.asarray(indexes)
+    if idx.size and idx.dtype.kind not in "iu":
+        raise ValueError(f"indexes must be integers, got dtype {idx.dtype}")
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= table.num_rows):
+        raise ValueError(f"indexes must lie in [0, {table.num_rows}), got [{idx.min()}, {idx.max()}]")
+    return idx
+
+
+def _small(idx: np.ndarray, rows: int) -> np.ndarray:
+    """Row indexes as the smallest unsigned dtype, so a stable argsort is a radix sort."""
+    dtype = np.uint8 if rows <= 256 else np.uint16 if rows <= 65536 else np.uint32
+    return idx.reshape(-1).astype(dtype)
+
+
+def _grouping(idx: np.ndarray, table: CdfTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, row of each sorted symbol, group bounds per row [K + 1])."""
+    flat = _small(idx, table.num_rows)
+    order = np.argsort(flat, kind="stable")
+    rows = flat[order].astype(np.intp)
+    bounds = np.zeros(table.num_rows + 1, dtype=np.intp)
+    np.cumsum(np.bincount(rows, minlength=table.num_rows), out=bounds[1:])
+    return order, rows, bounds
+
+
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    """Bit length of positive int64 values below 2**53 (exact through float64 frexp)."""
+    return np.frexp(x.astype(np.float64))[1].astype(np.int64)
+
+
+def _chunk_widths(k: np.ndarray) -> np.ndarray:
+    """[n_esc, 3] widths of the mantissa chunks (0 = absent)."""
+    starts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
+    return np.clip(k[:, None] - starts[None, :], 0, CHUNK_BITS)
+
+
+def encode_symbols(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> bytes:
+    """Code int32 ``symbols`` (any shape, raster order) with table row ``indexes`` (same shape)."""
+    sym = np.asarray(symbols)
+    idx = _check_inputs(indexes, table)
+    if sym.shape != idx.shape:
+        raise ValueError(f"symbols {sym.shape} and indexes {idx.shape} must have the same shape")
+    if sym.size == 0:
+        return b""
+    if sym.dtype.kind not in "iu" or int(sym.min()) < _INT32_MIN or int(sym.max()) > _INT32_MAX:
+        raise ValueError("symbols must be integers in the int32 range")
+    stream = _constriction()
+    order, rows, bounds = _grouping(idx, table)
+    v = sym.reshape(-1).astype(np.int64)[order] - table.offsets[rows].astype(np.int64)
+    n = table.lengths[rows].astype(np.int64) - 1
+    escaped = (v < 0) | (v >= n)
+    coded = np.where(escaped, n, v).astype(np.int32)
+
+    coder = stream.stack.AnsCoder()
+    if escaped.any():
+        ve, ne = v[escaped], n[escaped]
+        e1 = np.where(ve < 0, 2 * (-ve - 1) + 1, 2 * (ve - ne)) + 1
+        k = _bit_length(e1) - 1
+        mant = e1 - (np.int64(1) << k)
+        widths = _chunk_widths(k)
+        shifts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
+        chunks = (mant[:, None] >> shifts[None, :]) & ((np.int64(1) << widths) - 1)
+        present = widths > 0
+        if present.any():
+            sizes = (np.int64(1) << widths[present]).astype(np.int32)
+            coder.encode_reverse(chunks[present].astype(np.int32), stream.model.Uniform(), sizes)
+        coder.encode_reverse(k.astype(np.int32), stream.model.Uniform(ESCAPE_BITS_ALPHABET))
+    for row in range(table.num_rows - 1, -1, -1):
+        lo, hi = bounds[row], bounds[row + 1]
+        if hi > lo:
+            coder.encode_reverse(coded[lo:hi], table.model(row))
+    return coder.get_compressed().astype("<u4", copy=False).tobytes()
+
+
+def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream: str = "data") -> np.ndarray:
+    """Inverse of :func:`encode_symbols`: int32 symbols shaped like ``indexes``.
+
+    Any inconsistency (length not a multiple of 4, leftover or missing data, out-of-range values,
+    errors inside constriction) raises ``CorruptFileError("entropy-coded stream '<stream>' is corrupt")``.
+    Work and memory are O(number of symbols) whatever the data. ANS has no redundancy, so some damaged
+    streams still decode to wrong symbols (e.g. empty data is the valid code of "every symbol is its
+    row's first bin"): the container's checksum is what detects those.
+    """
+    idx = _check_inputs(indexes, table)
+    corrupt = CorruptFileError(f"entropy-coded stream {stream!r} is corrupt")
+    if len(data) % 4:
+        raise corrupt
+    if idx.size == 0:
+        if data:
+            raise corrupt
+        return np.zeros(idx.shape, dtype=np.int32)
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    cs = _constriction()
+    order, rows, bounds = _grouping(idx, table)
+    coded = np.empty(idx.size, dtype=np.int64)
+    try:
+        coder = cs.stack.AnsCoder(words)
+        for row in range(table.num_rows):
+            lo, hi = bounds[row], bounds[row + 1]
+            if hi > lo:
+                coded[lo:hi] = coder.decode(table.model(row), int(hi - lo))
+        n = table.lengths[rows].astype(np.int64) - 1
+        escaped = coded == n
+        values = coded
+        n_esc = int(escaped.sum())
+        if n_esc:
+            k = coder.decode(cs.model.Uniform(ESCAPE_BITS_ALPHABET), n_esc).astype(np.int64)
+            widths = _chunk_widths(k)
+            present = widths > 0
+            chunks = np.zeros(widths.shape, dtype=np.int64)
+            if present.any():
+                sizes = (np.int64(1) << widths[present]).astype(np.int32)
+                chunks[present] = coder.decode(cs.model.Uniform(), sizes)
+            shifts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
+            e1 = (np.int64(1) << k) + (chunks << shifts[None, :]).sum(axis=1)
+            e = e1 - 1
+            ne = n[escaped]
+            values = coded.copy()
+            values[escaped] = np.where(e % 2 == 1, -(e // 2) - 1, e // 2 + ne)
+        if not coder.is_empty():
+            raise corrupt
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except CorruptFileError:
+        raise
+    except BaseException as exc:  # constriction raises ValueError/KeyError and PanicException
+        raise corrupt from exc
+    sym = values + table.offsets[rows].astype(np.int64)
+    if int(sym.min()) < _INT32_MIN or int(sym.max()) > _INT32_MAX:
+        raise corrupt
+    out = np.empty(idx.size, dtype=np.int32)
+    out[order] = sym
+    return out.reshape(idx.shape)
+
+
+def estimate_bits(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> float:
+    """Ideal cost in bits of :func:`encode_symbols` under the integer table (escapes included)."""
+    sym = np.asarray(symbols).reshape(-1).astype(np.int64)
+    idx = _check_inputs(indexes, table).reshape(-1).astype(np.intp)
+    if sym.size != idx.size:
+        raise ValueError("symbols and indexes must have the same size")
+    if sym.size == 0:
+        return 0.0
+    v = sym - table.offsets[idx].astype(np.int64)
+    n = table.lengths[idx].astype(np.int64) - 1
+    escaped = (v < 0) | (v >= n)
+    col = np.where(escaped, n, v)
+    bits = PRECISION - np.log2(table.freqs[idx, col].astype(np.float64))
+    if escaped.any():
+        ve, ne = v[escaped], n[escaped]
+        e1 = np.where(ve < 0, 2 * (-ve - 1) + 1, 2 * (ve - ne)) + 1
+        extra = np.log2(ESCAPE_BITS_ALPHABET) + (_bit_length(e1) - 1)
+        return float(bits.sum() + extra.sum())
+    return float(bits.sum())

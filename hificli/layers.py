@@ -1,0 +1,129 @@
+"""Building blocks of the HiFiC network: ChannelNorm, the generator's residual block, and the
+quantization and bounding operations with their custom gradients.
+
+Numerics follow the earlier PyTorch port (see PORT_FACTS.md 1.4 and 1.10) so that its checkpoints
+reproduce their outputs: ChannelNorm uses the *unbiased* variance, rounding is ``floor(x + 0.5)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelNorm2d(nn.Module):
+    """Normalise each pixel over its channels: ``(x - mean) * rsqrt(var + eps) * gamma + beta``.
+
+    The mean and the unbiased variance (divisor C - 1, as the port) are taken over dim 1 of an
+    (N, C, H, W) tensor; ``gamma`` and ``beta`` are (1, C, 1, 1) parameters initialised to 1 and 0.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"ChannelNorm2d needs at least 2 channels (unbiased variance), got {channels}")
+        self.channels = channels
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.gamma + self.beta
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, eps={self.eps}"
+
+
+class ResidualBlock(nn.Module):
+    """Generator residual block: pad, conv1, norm1, ReLU, pad, conv2, norm2, plus the input.
+
+    Shape-preserving on (N, C, H, W); no activation after the addition. Submodule names
+    (``conv1``, ``norm1``, ``conv2``, ``norm2``) give the port's state_dict keys.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        # Registration order = the port's key order (conv1, conv2, norm1, norm2).
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3)
+        self.norm1 = ChannelNorm2d(channels)
+        self.norm2 = ChannelNorm2d(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.act(self.norm1(self.conv1(self.pad(x))))
+        res = self.norm2(self.conv2(self.pad(res)))
+        return x + res
+
+
+class _LowerBound(torch.autograd.Function):
+    """max(x, bound); the gradient passes where x >= bound or where it would push x upwards."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return torch.clamp(x, min=bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        passes = (x >= ctx.bound) | (grad < 0)
+        return grad * passes.to(grad.dtype), None
+
+
+class _ClampToward(torch.autograd.Function):
+    """clamp(x, lo, hi); the gradient passes inside [lo, hi] and outside where it points back in."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = lo, hi
+        return torch.clamp(x, min=lo, max=hi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        inside = (x >= ctx.lo) & (x <= ctx.hi)
+        passes = inside | ((x < ctx.lo) & (grad < 0)) | ((x > ctx.hi) & (grad > 0))
+        return grad * passes.to(grad.dtype), None, None
+
+
+def lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """Forward ``max(x, bound)``. Backward (gradient descent convention): the gradient reaches x where
+    ``x >= bound`` or where the gradient is negative, i.e. the update would raise x toward the bound
+    (the port's LowerBoundToward, TFC's ``lower_bound``). Any shape; returns the same shape."""
+    return _LowerBound.apply(x, float(bound))
+
+
+def clamp_toward(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Forward ``clamp(x, lo, hi)``. Backward: the gradient reaches x inside [lo, hi], and outside only
+    where a descent step moves x back toward the interval, so out-of-range values are never stuck."""
+    return _ClampToward.apply(x, float(lo), float(hi))
+
+
+def round_half_up(x: torch.Tensor) -> torch.Tensor:
+    """Hard quantization as in the port: ``floor(x + 0.5)`` (not torch.round's half-to-even)."""
+    return torch.floor(x + 0.5)
+
+
+def add_uniform_noise(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training relaxation of rounding: ``x + U(-0.5, 0.5)`` elementwise."""
+    noise = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator) - 0.5
+    return x + noise
+
+
+def round_around_st(y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """Straight-through rounding around the mean: forward ``floor(y - mu + 0.5) + mu``, backward the
+    identity with respect to y (no gradient reaches mu through the rounding residual)."""
+    centred = y - mu
+    delta = (round_half_up(centred) - centred).detach()
+    return centred + delta + mu
+
+
+def round_around(y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """Hard rounding around the mean: ``floor(y - mu + 0.5) + mu`` (evaluation forward)."""
+    return round_half_up(y - mu) + mu

@@ -91,7 +91,7 @@ class CodecModel:
         from hificli.entropy.exact import scale_indexes
 
         mu, scale_fixed = self.exact(z_hat)
-        return mu, scale_indexes(scale_fixed, self.y_table)
+        return mu, scale_indexes(scale_fixed, self.y_table.scale_thresholds_fixed)
 
     def synthesise(self, y_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
         """Latents -> uint8 (height, width, 3) reconstruction."""

@@ -14,6 +14,12 @@ from hificli.errors import HificError, InvalidInputError, OutputExistsError
 STDIO = "-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def read_input(path: str) -> bytes:
     """Read a whole input file, or stdin for ``-``."""
     if path == STDIO:
@@ -69,6 +75,7 @@ def write_output(path: str, data: bytes, force: bool) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         if force:
             os.replace(tmp, target)
         else:

@@ -48,3 +48,27 @@ def not_built(name: str, issue: str) -> None:
     from hificli.errors import HificError
 
     raise HificError(f"'hific {name}' is not available in this version yet", f"tracked as {issue}")
+
+
+def verbosity_options(func):
+    """Accept -v/-q after the subcommand too (``hific encode -q ...``), updating the global settings."""
+
+    def set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> int:
+        if value:
+            settings().verbose += value
+            settings().quiet = False
+        return value
+
+    def set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value and not settings().verbose:
+            settings().quiet = True
+        return value
+
+    func = click.option(
+        "-v", "--verbose", "_verbose", count=True, expose_value=False, callback=set_verbose,
+        help="More output (also accepted before the command).",
+    )(func)
+    return click.option(
+        "-q", "--quiet", "_quiet", is_flag=True, expose_value=False, callback=set_quiet,
+        help="Print only errors (also accepted before the command).",
+    )(func)

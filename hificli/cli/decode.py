@@ -7,6 +7,7 @@ import sys
 import click
 
 from hificli.cli.batch import JobResult, run_batch
+from hificli.cli.common import verbosity_options
 from hificli.cli.modelopts import ModelCache, model_options
 
 
@@ -16,6 +17,7 @@ from hificli.cli.modelopts import ModelCache, model_options
 @click.option("-m", "--model", metavar="NAME|PATH", help="Decode with these weights instead of the file's model.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @model_options
+@verbosity_options
 def command(
     inputs: tuple[str, ...],
     output: str | None,

@@ -7,7 +7,7 @@ import sys
 import click
 
 from hificli.cli.batch import JobResult, run_batch
-from hificli.cli.common import settings, stderr_console
+from hificli.cli.common import settings, stderr_console, verbosity_options
 from hificli.cli.modelopts import ModelCache, model_options
 
 
@@ -22,6 +22,7 @@ from hificli.cli.modelopts import ModelCache, model_options
     help="Also decode and write the reconstruction (a directory when encoding several files).",
 )
 @model_options
+@verbosity_options
 def command(
     inputs: tuple[str, ...],
     output: str | None,

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from hificli.errors import HificError, InvalidInputError, OutputExistsError
@@ -58,35 +59,42 @@ def check_writable(path: str, force: bool) -> None:
         raise OutputExistsError(f"{path} exists", "use -f/--force to overwrite, or -o to choose another name")
 
 
-def write_output(path: str, data: bytes, force: bool) -> None:
-    """Write ``data`` to ``path`` atomically, or to stdout for ``-``.
+@contextlib.contextmanager
+def atomic_target(target: str | Path, *, overwrite: bool = True) -> Iterator[str]:
+    """Yield a temporary path next to ``target``; on success move it into place, else delete it.
 
-    Without ``force`` the final step is a hard link, which fails if the name appeared meanwhile: an
-    existing file is never replaced, even by a race.
+    With ``overwrite=False`` the final step is a hard link, which fails if the name appeared
+    meanwhile: an existing file is never replaced, even by a race.
     """
+    target = Path(target)
+    if not target.parent.is_dir():
+        raise HificError(f"{target.parent}: directory does not exist")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        if overwrite:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise OutputExistsError(f"{target} exists", "use -f/--force to overwrite") from None
+        except OSError:  # file systems without hard links
+            if os.path.lexists(target):
+                raise OutputExistsError(f"{target} exists", "use -f/--force to overwrite") from None
+            os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_output(path: str, data: bytes, force: bool) -> None:
+    """Write ``data`` to ``path`` atomically (never replacing a file without ``force``), or to stdout."""
     if path == STDIO:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise HificError(f"{target.parent}: directory does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        if force:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise OutputExistsError(f"{path} exists", "use -f/--force to overwrite") from None
-            except OSError:  # file systems without hard links
-                if os.path.lexists(target):
-                    raise OutputExistsError(f"{path} exists", "use -f/--force to overwrite") from None
-                os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with atomic_target(path, overwrite=force) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hificli.errors import ModelMismatchError
+from hificli.fileio import atomic_target
 from hificli.models.config import ArchConfig
 
 if TYPE_CHECKING:
@@ -203,14 +203,8 @@ def save_inference_weights(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return read_weights_info(path, with_hash=True)
 
 
@@ -227,7 +221,6 @@ def convert_port_checkpoint(
 
 def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, WeightsInfo]:
     """Load a weights file: (model in eval mode, z table, y table, info). Any damage -> ModelMismatchError."""
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -253,5 +246,4 @@ def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, Weig
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    del torch  # imported for its side effect on safetensors only
     return model, z_table, y_table, info

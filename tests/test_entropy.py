@@ -286,6 +286,7 @@ def test_table_arrays_round_trip_and_validation(gauss: CdfTable) -> None:
         "increasing": broken(scale_thresholds_fixed=arrays["entropy.y.scale_thresholds_fixed"][::-1].copy()),
         "offsets": broken(offsets=np.full(lengths.size, 2**30, dtype=np.int32)),
         "shape": broken(offsets=np.zeros(3, dtype=np.int32)),
+        "too large": broken(lengths=np.array([2] * 64 + [2**20]), freqs=np.ones(2**20 + 128, np.int32)),
     }
     for message, bad in cases.items():
         with pytest.raises(ValueError, match=message):

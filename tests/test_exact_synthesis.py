@@ -187,5 +187,10 @@ def test_rejects_bad_inputs_and_unsafe_weights() -> None:
     big_mu, big_std = make_nets(5, 6, gain=1e4)  # sum |w| per channel far beyond 2**12
     with pytest.raises(ValueError, match="too large|float16"):
         ExactHyperSynthesis(big_mu, big_std)
+    nan_mu = copy.deepcopy(mu_net)
+    with torch.no_grad():
+        nan_mu.conv2.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        ExactHyperSynthesis(nan_mu, std_net)
     with pytest.raises(ValueError, match="conv1"):
         ExactHyperSynthesis(nn.Identity(), std_net)

@@ -60,10 +60,11 @@ class _Layer:
         self.acc_frac = W_FRAC + in_frac
         self.weight = _to_int(weight, W_FRAC, f"{name}.weight")
         self.bias = _to_int(bias, self.acc_frac, f"{name}.bias")
-        if self.weight.abs().max().item() > W_INT_MAX:
+        magnitude = self.weight.abs()
+        if magnitude.max().item() > W_INT_MAX:
             raise ValueError(f"{name}: a weight exceeds {W_INT_MAX / 2**W_FRAC} in magnitude")
         # ConvTranspose2d weight layout: [in, out, kh, kw]; bound per output channel.
-        s = self.weight.abs().sum(dim=(0, 2, 3)).max().item()
+        s = magnitude.sum(dim=(0, 2, 3)).max().item()
         bound = in_max * s + self.bias.abs().max().item()
         if not bound < _EXACT_LIMIT:
             raise ValueError(
@@ -80,10 +81,10 @@ class _Layer:
 
 
 def _to_int(t: torch.Tensor, frac: int, name: str) -> torch.Tensor:
-    half = t.to(torch.float16)
-    if not torch.isfinite(half).all():
+    values = t.to(torch.float16).to(torch.float64)
+    if values.numel() and not values.abs().max().item() <= 65504.0:  # also false for inf / nan
         raise ValueError(f"{name} has non-finite values or values beyond float16 range")
-    return torch.round(half.to(torch.float64) * 2.0**frac)  # round half to even
+    return values.mul_(2.0**frac).round_()  # exact scaling, then round half to even
 
 
 def _requantize(acc: torch.Tensor, shift: int) -> torch.Tensor:

@@ -44,6 +44,8 @@ FACTORIZED_SUPPORT_MAX = 2**12
 #: Bounds that keep every coder value inside int64 and constriction's limits.
 MAX_ROW_LENGTH = 2**20
 MAX_ABS_OFFSET = 2**24
+#: K * Lmax of the zero-padded in-memory table (128 MiB); real tables use a few million at most.
+MAX_TABLE_CELLS = 2**25
 
 LATENT_KINDS = ("gaussian", "logistic")
 
@@ -152,6 +154,8 @@ class CdfTable:
         thresholds = arrays.get(f"{prefix}scale_thresholds_fixed")
         if lengths.size < 1 or lengths.min() < 2 or lengths.max() > MAX_ROW_LENGTH:
             raise ValueError(f"table lengths must lie in [2, {MAX_ROW_LENGTH}]")
+        if lengths.size * int(lengths.max()) > MAX_TABLE_CELLS:
+            raise ValueError(f"table of {lengths.size} rows x {lengths.max()} bins is too large")
         if int(lengths.sum()) != packed.size:
             raise ValueError(f"table has {packed.size} packed bins but its lengths add up to {lengths.sum()}")
         if packed.size and (packed.min() < 0 or packed.max() > 2**PRECISION):

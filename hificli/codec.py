@@ -189,11 +189,11 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
             raise CorruptFileError(f"stream {name!r} has shape {streams[name].shape}, expected {shape}")
     z_shape = expected["z"]
     z_indexes = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
-    z_symbols = decode_symbols(hfc.stream("z"), z_indexes, model.z_table).reshape(z_shape)
+    z_symbols = decode_symbols(hfc.stream("z"), z_indexes, model.z_table, stream="z").reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols.astype(np.float32)).unsqueeze(0)
     mu, y_indexes = model.latent_parameters(z_hat)
     y_shape = expected["y"]
-    y_symbols = decode_symbols(hfc.stream("y"), y_indexes.reshape(y_shape), model.y_table).reshape(y_shape)
+    y_symbols = decode_symbols(hfc.stream("y"), y_indexes.reshape(y_shape), model.y_table, stream="y").reshape(y_shape)
     y_hat = torch.from_numpy(y_symbols.astype(np.float64)).unsqueeze(0) + mu
     return y_hat.float()
 

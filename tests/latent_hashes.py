@@ -1,0 +1,49 @@
+"""Helper run in subprocesses: encode images or decode .hfc files and print latent hashes as JSON.
+
+    python tests/latent_hashes.py encode MODEL THREADS OUT_DIR IMAGE...
+    python tests/latent_hashes.py decode MODEL THREADS FILE.hfc...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+
+def latent_hash(data: bytes, model) -> str:
+    """sha256 of the decoded latents y_hat (float32 bytes) of a .hfc file."""
+    from hificli import container
+    from hificli.codec import decode_latents
+
+    y_hat = decode_latents(container.unpack(data), model)
+    return hashlib.sha256(y_hat.contiguous().numpy().tobytes()).hexdigest()
+
+
+def main(argv: list[str]) -> None:
+    import torch
+
+    mode, model_path, threads, *rest = argv
+    torch.set_num_threads(int(threads))
+    import hificli
+    from hificli.codec import encode_source
+    from hificli.imageio import read_image
+
+    model = hificli.load_model(model_path)
+    hashes = {}
+    if mode == "encode":
+        out_dir, images = Path(rest[0]), rest[1:]
+        for image in images:
+            data = encode_source(read_image(image), model)
+            target = out_dir / (Path(image).stem + ".hfc")
+            target.write_bytes(data)
+            hashes[target.name] = latent_hash(data, model)
+    else:
+        for path in rest:
+            hashes[Path(path).name] = latent_hash(Path(path).read_bytes(), model)
+    print(json.dumps({"threads": torch.get_num_threads(), "hashes": hashes}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_fixtures import make_tiny_weights, sample_image
 from PIL import Image
 
 from hificli import container
 from hificli.cli.app import main
-from model_fixtures import make_tiny_weights, sample_image
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,8 @@ def test_stdin_stdout_pipeline(tmp_path: Path, tiny: Path) -> None:
 def test_wrong_weights_are_refused(tmp_path: Path, tiny: Path, other_tiny: Path, capsys) -> None:
     sample_image(64, 64).save(tmp_path / "a.png")
     assert run(["encode", str(tmp_path / "a.png"), "-m", str(tiny)], capsys)[0] == 0
-    code, _, err = run(["decode", str(tmp_path / "a.hfc"), "-m", str(other_tiny), "-o", str(tmp_path / "x.png")], capsys)
+    args = ["decode", str(tmp_path / "a.hfc"), "-m", str(other_tiny), "-o", str(tmp_path / "x.png")]
+    code, _, err = run(args, capsys)
     assert code == 4 and "weights" in err
     assert not (tmp_path / "x.png").exists()
 
@@ -171,7 +172,8 @@ def test_bad_inputs_fail_cleanly_and_batches_go_on(tmp_path: Path, tiny: Path, c
 
 def test_reconstruct_and_output_formats(tmp_path: Path, tiny: Path, capsys) -> None:
     sample_image(80, 60).save(tmp_path / "p.png")
-    code, _, err = run(["encode", str(tmp_path / "p.png"), "-m", str(tiny), "--reconstruct", str(tmp_path / "r.png")], capsys)
+    args = ["encode", str(tmp_path / "p.png"), "-m", str(tiny), "--reconstruct", str(tmp_path / "r.png")]
+    code, _, err = run(args, capsys)
     assert code == 0, err
     assert Image.open(tmp_path / "r.png").size == (80, 60)
     for ext, fmt in ((".jpg", "JPEG"), (".webp", "WEBP"), (".tif", "TIFF")):

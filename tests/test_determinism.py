@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from latent_hashes import latent_hash
+from model_fixtures import make_tiny_weights, sample_image
 
 from hificli import container
 from hificli.codec import encode_source, estimate_bits
 from hificli.imageio import read_image
-from latent_hashes import latent_hash
-from model_fixtures import make_tiny_weights, sample_image
 
 HERE = Path(__file__).parent
 EXPECTED = HERE / "expected"

@@ -78,7 +78,9 @@ def command(ctx: click.Context, cache_dir: Path | None, as_json: bool) -> None:
 @_cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def list_command(cache_dir: Path | None, as_json: bool) -> None:
-    """Every known model: target bpp, status, size on disk, source (offline, fast)."""
+    """List known models: target bpp, status, size on disk, source.
+
+    Offline and fast (the same as plain 'hific models')."""
     _print_list(_root(cache_dir), as_json)
 
 
@@ -180,7 +182,11 @@ def _print_list(root: Path, as_json: bool) -> None:
 def pull_command(
     names: tuple[str, ...], half: bool, keep_original: bool, force: bool, cache_dir: Path | None
 ) -> None:
-    """Download, verify and install registered models (about 2.2 GB each)."""
+    """Download and install registered models (~2.2 GB each).
+
+    The transfer resumes after an interruption; the file is checked against the md5 the Zenodo
+    record publishes and converted to inference weights before anything is installed.
+    """
     from hificli.zoo.download import pull
 
     root = _root(cache_dir)
@@ -256,7 +262,7 @@ def rm_command(names: tuple[str, ...], cache_dir: Path | None) -> None:
 @click.argument("name", required=False)
 @_cache_option
 def path_command(name: str | None, cache_dir: Path | None) -> None:
-    """Print the cache directory, or the weights file of an installed model NAME."""
+    """Print the cache directory, or the weights file of model NAME."""
     from hificli.errors import ModelUnavailableError, UnknownModelError
     from hificli.zoo import cache, registry
 
@@ -284,7 +290,7 @@ def path_command(name: str | None, cache_dir: Path | None) -> None:
 @click.argument("names", nargs=-1)
 @_cache_option
 def verify_command(names: tuple[str, ...], cache_dir: Path | None) -> None:
-    """Re-hash installed models against their manifests (all installed models by default)."""
+    """Re-hash installed models against their manifests (default: all)."""
     from hificli.errors import EXIT_MODEL
     from hificli.zoo import cache, registry
 

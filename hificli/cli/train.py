@@ -1,14 +1,139 @@
-"""`hific train` (placeholder until its issue lands)."""
+"""`hific train`: train a HiFiC model (base stage, then GAN stage) into a run directory."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from hificli.cli.common import not_built
+from hificli.cli.common import settings, stderr_console
+from hificli.models.config import PRESETS
+
+_PERCEPTUAL = ("auto", "stlpips-alex", "stlpips-vgg", "lpips-alex", "none")  # hificli.perceptual.KINDS
 
 
-@click.command("train", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args: tuple[str, ...]) -> None:
-    """Not built yet."""
-    not_built("train", "an open issue")
+def _opt_float(name: str, help_text: str):
+    return click.option(name, type=float, default=None, help=help_text)
+
+
+@click.command("train")
+@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--stage", type=click.Choice(["base", "gan"]), default="base", show_default=True,
+              help="base: rate + distortion + perceptual; gan: adds the discriminator (use --init BASE_RUN).")
+@click.option("--regime", type=click.Choice(["low", "med", "high"]), default="med", show_default=True,
+              help="Target rate 0.14 / 0.30 / 0.45 bpp with lambda_A 2 / 1 / 0.5.")
+@click.option("--arch", type=click.Choice(list(PRESETS)), default="small", show_default=True,
+              help="Network size: full = published HiFiC (181 M params), small (CPU), tiny (tests).")
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Total updates.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per step and process (torchrun: global batch = B x processes).")
+@click.option("--crop", type=click.IntRange(min=128), default=256, show_default=True,
+              help="Training crop side (multiple of 64).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run directory to create.")
+@click.option("--init", "init", type=click.Path(exists=True), default=None,
+              help="Warm-start weights: a run directory, its checkpoint.pt, or a port .pt checkpoint.")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue the run in RUN_DIR exactly where its last checkpoint stopped.")
+@click.option("--val", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Validation images (default: hold out --val-split of DATA_DIR).")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
+              help="Fraction of DATA_DIR held out for validation when --val is absent (needs >= 10 images).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--name", default=None, help="Model id stored in the weights (default: from the run directory).")
+@click.option("--perceptual", type=click.Choice(_PERCEPTUAL), default="auto", show_default=True,
+              help="Perceptual loss network (auto: standard LPIPS if $HIFIC_LPIPS_WEIGHTS, else ST-LPIPS).")
+@_opt_float("--lr", "Learning rate (default 1e-4).")
+@_opt_float("--target-bpp", "Override the regime's target rate r_t.")
+@_opt_float("--lambda-a", "Override the regime's rate weight above the target.")
+@_opt_float("--lambda-b", "Override the rate weight below the target (default 2^-4).")
+@_opt_float("--k-m", "Override the MSE weight (default 0.075 * 2^-5, MSE on 0..255).")
+@_opt_float("--k-p", "Override the perceptual weight (default 1).")
+@_opt_float("--beta", "Override the GAN weight (default 0.15).")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
+              help="Steps with lambda x2 and a raised target (default min(50k, 5% of --steps); gan: 0).")
+@click.option("--lr-drop-step", type=click.IntRange(min=0), default=None,
+              help="Step of the lr decay (default min(500k, 85% of --steps)).")
+@_opt_float("--lr-drop-factor", "lr multiplier after --lr-drop-step (default 0.1).")
+@_opt_float("--grad-clip", "Clip the E/G/prior gradient norm (default: off, as the paper).")
+@click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
+              help="Random rescale range of the image side before cropping (never below the crop).")
+@click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")
+@click.option("--save-every", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Checkpoint (and weights.safetensors) every N steps; 0: only at the end.")
+@click.option("--val-every", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Validate every N steps; 0: only at the end.")
+@click.option("--log-every", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Write a log.jsonl line (averages) every N steps.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers [min(2, CPUs)].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads [$OMP_NUM_THREADS, else CPUs / local processes].")
+@click.option("--cache-mb", type=float, default=4096, show_default=True,
+              help="Decode the training images into memory when they fit in this budget.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+              help="Mixed precision on CUDA (auto: bf16 where supported, else fp16 + grad scaling).")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True,
+              help="Channels-last memory format.")
+@click.option("--overfit", is_flag=True, help="Train on one fixed batch (checks that the loop can fit).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Replace an existing run in --out.")
+@click.pass_context
+def command(ctx: click.Context, data_dir: str | None, resume: str | None, force: bool, **kw) -> None:
+    """Train a HiFiC model on the images in DATA_DIR (recursive) into the run directory --out.
+
+    \b
+    Two stages, as in the paper:
+      hific train DATA --stage base --regime med --steps 100000 --out runs/base
+      hific train DATA --stage gan --init runs/base --steps 100000 --out runs/gan
+    Every checkpoint also writes RUN_DIR/weights.safetensors, so `hific encode -m RUN_DIR` works.
+    Ctrl-C saves a checkpoint and exits (130); continue with --resume RUN_DIR.
+    Multi-GPU / multi-node: launch with torchrun (DDP; gloo on CPU).
+    """
+    from click.core import ParameterSource
+
+    from hificli.train.options import TrainOptions
+
+    explicit = {
+        name for name in ctx.params
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    if resume is None and (data_dir is None or kw["out"] is None):
+        raise click.UsageError("DATA_DIR and --out are required (or --resume RUN_DIR)")
+    if resume is not None and kw["out"] is not None and kw["out"] != resume:
+        raise click.UsageError("--out and --resume name different directories")
+    out = resume if resume is not None else kw.pop("out")
+    kw.pop("out", None)
+    options = TrainOptions(data_dir=data_dir or "", out=out, **kw)
+    if data_dir is not None:
+        explicit.add("data_dir")
+    if resume is None:
+        try:
+            options.validate()
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+
+    quiet = settings().quiet
+
+    def warn(message: str) -> None:
+        if not quiet:
+            sys.stderr.write(f"warning: {message}\n")
+            sys.stderr.flush()
+
+    from hificli.train.loop import train
+
+    result = train(options, resume=resume is not None, explicit=explicit, force=force, quiet=quiet, warn=warn)
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if result.interrupted:
+        sys.stderr.write(
+            f"interrupted at step {result.step}; checkpoint saved in {result.run_dir} "
+            f"(continue with: hific train --resume {result.run_dir})\n"
+        )
+        raise KeyboardInterrupt
+    if not quiet:
+        console = stderr_console()
+        console.print(
+            f"trained to step {result.step}: {result.run_dir}/weights.safetensors (model id {result.model_id})"
+        )
+        console.print(f"encode with: hific encode -m {result.run_dir} IMAGE")

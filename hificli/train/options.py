@@ -1,0 +1,105 @@
+"""Everything ``hific train`` can be told, as one plain dataclass (stored in every checkpoint)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+STAGES = ("base", "gan")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+MODEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what the .hfc container accepts
+
+#: Options that may differ when a run is resumed (they do not change what is computed).
+RUNTIME_OPTIONS = frozenset(
+    {"data_dir", "val", "steps", "save_every", "val_every", "log_every", "device", "workers", "threads",
+     "cache_mb", "val_images", "val_crop"}
+)
+
+
+@dataclass
+class TrainOptions:
+    """A training run's settings. ``None`` means "the regime's / schedule's default" where it applies."""
+
+    data_dir: str
+    out: str
+    stage: str = "base"
+    regime: str = "med"
+    arch: str = "small"
+    steps: int = 1000
+    batch_size: int = 8
+    crop: int = 256
+    init: str | None = None
+    val: str | None = None
+    val_split: float = 0.05
+    val_every: int = 1000
+    val_images: int = 8
+    val_crop: int = 512
+    save_every: int = 1000
+    log_every: int = 10
+    device: str = "auto"
+    name: str | None = None
+    perceptual: str = "auto"
+    lr: float | None = None
+    target_bpp: float | None = None
+    lambda_a: float | None = None
+    lambda_b: float | None = None
+    k_m: float | None = None
+    k_p: float | None = None
+    beta: float | None = None
+    warmup_steps: int | None = None
+    lr_drop_step: int | None = None
+    lr_drop_factor: float | None = None
+    grad_clip: float | None = None
+    rescale: tuple[float, float] = (0.75, 0.95)
+    hflip: bool = True
+    workers: int | None = None
+    threads: int | None = None
+    cache_mb: float = 4096.0
+    amp: str = "auto"
+    channels_last: bool = False
+    overfit: bool = False
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        if self.stage not in STAGES:
+            raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("--steps and --batch-size must be >= 1")
+        if self.crop < 64 or self.crop % 64:
+            raise ValueError(f"--crop must be a multiple of 64 (encoder x hyperprior stride), got {self.crop}")
+        lo, hi = self.rescale
+        if not 0 < lo <= hi:
+            raise ValueError(f"--rescale needs 0 < LO <= HI, got {lo} {hi}")
+        if not 0 <= self.val_split < 1:
+            raise ValueError(f"--val-split must be in [0, 1), got {self.val_split}")
+        for name in ("save_every", "val_every", "log_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.name is not None and not MODEL_ID_RE.match(self.name):
+            raise ValueError(f"--name {self.name!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter/digit)")
+
+    def model_id(self) -> str:
+        """``--name``, or one derived from the run directory's name."""
+        if self.name:
+            return self.name
+        stem = re.sub(r"[^a-z0-9._-]+", "-", Path(self.out).resolve().name.lower()).strip("-._")
+        return (stem or "hific-run")[:64]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rescale"] = list(self.rescale)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "rescale" in values:
+            values["rescale"] = tuple(values["rescale"])
+        return cls(**values)

@@ -221,6 +221,7 @@ def convert_port_checkpoint(
 
 def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, WeightsInfo]:
     """Load a weights file: (model in eval mode, z table, y table, info). Any damage -> ModelMismatchError."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -241,7 +242,8 @@ def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, Weig
         y_table = CdfTable.from_arrays(arrays, "tables.y.")
     except (KeyError, ValueError) as exc:
         raise ModelMismatchError(f"{path}: damaged entropy tables ({exc})") from None
-    model = HificModel(info.config)
+    with torch.device("meta"):  # no random init of parameters that are overwritten anyway
+        model = HificModel(info.config)
     load_strict(model, state, ignore_prefixes=())
     model.eval()
     for parameter in model.parameters():

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hificli.cli.common import settings, stderr_console
+from hificli.cli.common import settings, stderr_console, verbosity_options
 from hificli.cli.modelopts import model_options
 
 BASELINES_HELP = "jpeg, jpeg444, webp, avif, jxl, jpeg2000, heic"  # tests check it lists every baseline
@@ -108,6 +108,7 @@ def _check_images(paths: list[str]) -> None:
 @click.option("--curves", is_flag=True, help="Also print each baseline's averaged sweep.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @model_options
+@verbosity_options
 def command(
     inputs: tuple[str, ...],
     models: tuple[str, ...],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import sys
 
@@ -13,7 +14,7 @@ from PIL import Image, JpegImagePlugin
 from hificli.eval import baselines as bl
 from hificli.eval.bdrate import bd_rate, monotone_curve, pchip_eval, pchip_integral, summarize
 from hificli.eval.metrics import MS_SSIM_WEIGHTS, load_lpips, ms_ssim, ms_ssim_plan, psnr
-from hificli.eval.report import ALL_MODELS, bd_rates
+from hificli.eval.report import ALL_MODELS, bd_rates, build_report, to_json
 from hificli.eval.runner import ImageResult, Point
 
 C1 = (0.01 * 255) ** 2
@@ -281,3 +282,19 @@ def test_report_bd_rate_is_computed_per_image_then_averaged():
     assert -20.0 < together["per_image_pct"]["a"] < 10.0
     # LPIPS was not measured anywhere.
     assert rows[("m1", "lpips")]["n_valid"] == 0
+
+
+def test_report_is_strict_json_and_leaves_out_unmeasured_lpips():
+    result = ImageResult("a", "a.png", 8, 8)
+    sweep = bl.get("jpeg").sweep  # 8 settings: 5 measured points, then 3 lossless ones (PSNR = inf)
+    result.sweeps["jpeg"] = [_point("jpeg", RATES[i], PSNRS[i], sweep[i]) for i in range(5)]
+    result.sweeps["jpeg"] += [_point("jpeg", 2.0 + i, math.inf, sweep[i]) for i in range(5, 8)]
+    result.hific["m"] = _point("m", 0.3, 31.0)
+    models = {"m": {"model_id": "m"}}
+    report = build_report([result], models=models, baselines=["jpeg"], skipped={},
+                          lpips_note="", lpips_kind=None)
+    assert {row["metric"] for row in report["bd_rate"]} == {"psnr-rgb", "ms-ssim"}
+    text = to_json(report).decode()
+    assert "Infinity" not in text and "NaN" not in text
+    jpeg = json.loads(text)["codecs"][1]
+    assert jpeg["results"]["psnr-rgb"][:5] == PSNRS and jpeg["results"]["psnr-rgb"][5:] == [None] * 3

@@ -135,7 +135,12 @@ def anchor_points(result: ImageResult, key: str) -> list[Point]:
     return list(result.sweeps.get(key, [])) + matched
 
 
-def bd_rates(results: Sequence[ImageResult], models: Sequence[str], baselines: Sequence[str]) -> list[dict]:
+def bd_rates(
+    results: Sequence[ImageResult],
+    models: Sequence[str],
+    baselines: Sequence[str],
+    metrics: Sequence[str] = tuple(METRICS),
+) -> list[dict]:
     """Per-image BD-rates of each model (and of all models as one curve) against each baseline."""
     tests: list[tuple[str, Callable[[ImageResult], list[Point]]]] = [
         (label, lambda r, label=label: [r.hific[label]] if label in r.hific else []) for label in models
@@ -145,7 +150,7 @@ def bd_rates(results: Sequence[ImageResult], models: Sequence[str], baselines: S
     rows = []
     for test, test_points in tests:
         for key in baselines:
-            for metric in METRICS:
+            for metric in metrics:
                 per_image: dict[str, BDResult] = {}
                 for r in results:
                     anchor = anchor_points(r, key)
@@ -186,6 +191,8 @@ def build_report(
     from hificli import __version__
     from hificli.eval.metrics import MS_SSIM_WEIGHTS
 
+    measured = [m for m in METRICS if m != "lpips" or lpips_kind]  # no LPIPS rows when it was not run
+
     return _clean({
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -215,7 +222,7 @@ def build_report(
         },
         "skipped": dict(skipped),
         "codecs": codec_entries(results, models, baselines, lpips_note),
-        "bd_rate": bd_rates(results, list(models), baselines),
+        "bd_rate": bd_rates(results, list(models), baselines, measured),
         "per_image": [r.to_json() for r in results],
     })
 

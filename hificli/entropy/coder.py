@@ -28,6 +28,7 @@ ESCAPE_BITS_ALPHABET = 33  #: k = bit count of e + 1 is in 0..32 given |offset| 
 CHUNK_BITS = 16
 _MAX_CHUNKS = 2  # k <= 32 bits = two 16-bit chunks
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_SAFE_INT32 = 2**30  # symbols within this range may be offset in int32 arithmetic
 
 
 def _constriction() -> Any:
@@ -52,13 +53,18 @@ def _small(idx: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _grouping(idx: np.ndarray, table: CdfTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, row of each sorted symbol, group bounds per row [K + 1])."""
+    """(order, symbols per row [K], group bounds per row [K + 1]) of the stable grouping by row."""
     flat = _small(idx, table.num_rows)
     order = np.argsort(flat, kind="stable")
-    rows = flat[order].astype(np.intp)
+    counts = np.bincount(flat, minlength=table.num_rows)
     bounds = np.zeros(table.num_rows + 1, dtype=np.intp)
-    np.cumsum(np.bincount(rows, minlength=table.num_rows), out=bounds[1:])
-    return order, rows, bounds
+    np.cumsum(counts, out=bounds[1:])
+    return order, counts, bounds
+
+
+def _per_symbol(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """A per-row int32 value repeated for every (grouped) symbol of that row."""
+    return np.repeat(values.astype(np.int32, copy=False), counts)
 
 
 def _bit_length(x: np.ndarray) -> np.ndarray:
@@ -80,18 +86,25 @@ def encode_symbols(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) ->
         raise ValueError(f"symbols {sym.shape} and indexes {idx.shape} must have the same shape")
     if sym.size == 0:
         return b""
-    if sym.dtype.kind not in "iu" or int(sym.min()) < _INT32_MIN or int(sym.max()) > _INT32_MAX:
+    lo, hi = (int(sym.min()), int(sym.max())) if sym.dtype.kind in "iu" else (0, 0)
+    if sym.dtype.kind not in "iu" or lo < _INT32_MIN or hi > _INT32_MAX:
         raise ValueError("symbols must be integers in the int32 range")
     stream = _constriction()
-    order, rows, bounds = _grouping(idx, table)
-    v = sym.reshape(-1).astype(np.int64)[order] - table.offsets[rows].astype(np.int64)
-    n = table.lengths[rows].astype(np.int64) - 1
-    escaped = (v < 0) | (v >= n)
-    coded = np.where(escaped, n, v).astype(np.int32)
+    order, counts, bounds = _grouping(idx, table)
+    offsets = _per_symbol(table.offsets, counts)
+    n = _per_symbol(table.lengths - 1, counts)
+    if sym.dtype == np.int32 and -_SAFE_INT32 <= lo and hi <= _SAFE_INT32:  # noqa: SIM300
+        v = sym.reshape(-1)[order] - offsets  # |offsets| <= 2**24: no int32 overflow
+        # One unsigned comparison finds both sides: negative values wrap to huge unsigned ones.
+        escaped = v.view(np.uint32) >= n.view(np.uint32)
+    else:
+        v = sym.reshape(-1)[order].astype(np.int64) - offsets
+        escaped = (v < 0) | (v >= n)
+    coded = np.where(escaped, n, v).astype(np.int32, copy=False)
 
     coder = stream.stack.AnsCoder()
     if escaped.any():
-        ve, ne = v[escaped], n[escaped]
+        ve, ne = v[escaped].astype(np.int64), n[escaped].astype(np.int64)
         e1 = np.where(ve < 0, 2 * (-ve - 1) + 1, 2 * (ve - ne)) + 1
         k = _bit_length(e1) - 1
         mant = e1 - (np.int64(1) << k)
@@ -129,17 +142,17 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
         return np.zeros(idx.shape, dtype=np.int32)
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     cs = _constriction()
-    order, rows, bounds = _grouping(idx, table)
-    coded = np.empty(idx.size, dtype=np.int64)
+    order, counts, bounds = _grouping(idx, table)
+    coded = np.empty(idx.size, dtype=np.int32)
     try:
         coder = cs.stack.AnsCoder(words)
         for row in range(table.num_rows):
             lo, hi = bounds[row], bounds[row + 1]
             if hi > lo:
                 coded[lo:hi] = coder.decode(table.model(row), int(hi - lo))
-        n = table.lengths[rows].astype(np.int64) - 1
+        n = _per_symbol(table.lengths - 1, counts)
         escaped = coded == n
-        values = coded
+        values = coded.astype(np.int64)
         n_esc = int(escaped.sum())
         if n_esc:
             k = coder.decode(cs.model.Uniform(ESCAPE_BITS_ALPHABET), n_esc).astype(np.int64)
@@ -152,8 +165,7 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
             shifts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
             e1 = (np.int64(1) << k) + (chunks << shifts[None, :]).sum(axis=1)
             e = e1 - 1
-            ne = n[escaped]
-            values = coded.copy()
+            ne = n[escaped].astype(np.int64)
             values[escaped] = np.where(e % 2 == 1, -(e // 2) - 1, e // 2 + ne)
         if not coder.is_empty():
             raise corrupt
@@ -163,7 +175,7 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
         raise
     except BaseException as exc:  # constriction raises ValueError/KeyError and PanicException
         raise corrupt from exc
-    sym = values + table.offsets[rows].astype(np.int64)
+    sym = values + _per_symbol(table.offsets, counts)
     if int(sym.min()) < _INT32_MIN or int(sym.max()) > _INT32_MAX:
         raise corrupt
     out = np.empty(idx.size, dtype=np.int32)

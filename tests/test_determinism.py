@@ -116,3 +116,21 @@ def test_golden_files_decode_to_recorded_latents() -> None:
     assert len(index) == len(GOLDEN_SOURCES)
     for name, expected in index.items():
         assert latent_hash((EXPECTED / name).read_bytes(), model) == expected, name
+
+
+def test_half_precision_weights_decode_identical_latents(tmp_path: Path) -> None:
+    from model_fixtures import make_tiny_network
+
+    import hificli
+    from hificli.weights import save_inference_weights
+
+    network = make_tiny_network(seed=4)
+    full = save_inference_weights(network, tmp_path / "f32.safetensors", model_id="t")
+    half = save_inference_weights(network, tmp_path / "f16.safetensors", model_id="t", half=True)
+    assert half.half and not full.half
+    assert half.fingerprint == full.fingerprint
+    assert half.size < full.size
+    model32 = hificli.load_model(tmp_path / "f32.safetensors")
+    model16 = hificli.load_model(tmp_path / "f16.safetensors")
+    data = encode_source(read_image(SAMPLE), model32)
+    assert latent_hash(data, model16) == latent_hash(data, model32)

@@ -127,8 +127,10 @@ def test_gan_stage_warm_starts_and_lowers_the_loss(base_run: Path, images: Path,
 
 
 def test_resume_equals_an_uninterrupted_run(base_run: Path, images: Path, tmp_path: Path, capsys) -> None:
+    # with ST-LPIPS on random 64 px windows when available: the windows must replay too
+    lpips = ["stlpips-alex", "--perceptual-crop", "64"] if has_stlpips() else ["none"]
     common = ["train", str(images), "--stage", "gan", "--init", str(base_run), "--crop", "128", "--batch-size",
-              "2", "--workers", "1", "--threads", "1", "--perceptual", "none", "--warmup-steps", "1",
+              "2", "--workers", "1", "--threads", "1", "--perceptual", *lpips, "--warmup-steps", "1",
               "--lr-drop-step", "3", "--save-every", "0", "--log-every", "1"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_cli([*common, "--steps", "4", "--out", str(straight)], capsys)[0] == 0
@@ -153,6 +155,9 @@ def test_cli_errors(images: Path, base_run: Path, tmp_path: Path, capsys) -> Non
     assert run_cli(["train", str(images)], capsys)[0] == 2  # no --out
     code, err = run_cli(["train", str(images), *FAST, "--crop", "200", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "multiple of 64" in err
+    code, err = run_cli(["train", str(images), *FAST, "--perceptual-crop", "32", "--out", str(tmp_path / "x")],
+                        capsys)
+    assert code == 2 and "--perceptual-crop" in err
     code, err = run_cli(["train", str(images), *FAST, "--out", str(base_run)], capsys)
     assert code == 5 and "--resume" in err
     empty = tmp_path / "empty"

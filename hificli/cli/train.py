@@ -42,6 +42,8 @@ def _opt_float(name: str, help_text: str):
 @click.option("--name", default=None, help="Model id stored in the weights (default: from the run directory).")
 @click.option("--perceptual", type=click.Choice(_PERCEPTUAL), default="auto", show_default=True,
               help="Perceptual loss network (auto: standard LPIPS if $HIFIC_LPIPS_WEIGHTS, else ST-LPIPS).")
+@click.option("--perceptual-crop", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Score the perceptual loss on one random PxP window per step (cheaper on CPU); 0: whole crop.")
 @_opt_float("--lr", "Learning rate (default 1e-4).")
 @_opt_float("--target-bpp", "Override the regime's target rate r_t.")
 @_opt_float("--lambda-a", "Override the regime's rate weight above the target.")

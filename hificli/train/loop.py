@@ -150,6 +150,19 @@ def _optimizers(model: torch.nn.Module, disc: torch.nn.Module | None, lr: float,
     return main, opt_main, opt_density, opt_d
 
 
+def _perceptual_window(
+    x_hat: torch.Tensor, x: torch.Tensor, step: int, rank: int, options: TrainOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x_hat, x) pair the perceptual loss sees: whole crops, or with ``--perceptual-crop P`` the same
+    random P x P window of both (a cheaper estimate of the spatial mean; deterministic per step)."""
+    p = options.perceptual_crop
+    if not p or p >= x.shape[-1]:
+        return x_hat, x
+    top, left = np.random.default_rng([options.seed, 3, step, rank]).integers(0, x.shape[-1] - p + 1, size=2)
+    window = (..., slice(int(top), int(top) + p), slice(int(left), int(left) + p))
+    return x_hat[window], x[window]
+
+
 def _to_device_batch(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = batch.to(device, non_blocking=True).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -191,6 +204,8 @@ def train(
     progress = ProgressLine(options.steps, 0, enabled=main_proc and not quiet)
     if layout.device.type == "cpu":
         torch.set_num_threads(_cpu_threads(layout, options.threads))
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
 
     if main_proc and not resume:
         if (run_dir / S.CHECKPOINT_NAME).exists() and not force:
@@ -329,6 +344,8 @@ def train(
             opt.step()
 
     def save(step: int) -> None:
+        if not options.checkpoints:
+            return
         rng = dist.gather_objects(S.capture_rng(device), layout)
         if not main_proc:
             return
@@ -448,7 +465,8 @@ def train(
             with autocast():
                 out = net(x)
                 distortion = L.mse_255(out.x_hat, x)
-                perc = perceptual(out.x_hat, x).mean() if perceptual is not None else zero
+                perc = perceptual(*_perceptual_window(out.x_hat, x, step, layout.rank, options)).mean() \
+                    if perceptual is not None else zero
             q_bpp = dist.mean_scalar(float(out.q_bpp.detach()), layout)
             penalty = L.rate_penalty(q_bpp, lambda_a=lambda_a, lambda_b=lambda_b, target_bpp=target)
             loss = penalty * out.bpp.float() + schedule.k_m * distortion + schedule.k_p * perc.float()

@@ -14,7 +14,7 @@ MODEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what the .hfc contai
 #: Options that may differ when a run is resumed (they do not change what is computed).
 RUNTIME_OPTIONS = frozenset(
     {"data_dir", "val", "steps", "save_every", "val_every", "log_every", "device", "workers", "threads",
-     "cache_mb", "val_images", "val_crop"}
+     "cache_mb", "val_images", "val_crop", "checkpoints"}
 )
 
 
@@ -41,6 +41,7 @@ class TrainOptions:
     device: str = "auto"
     name: str | None = None
     perceptual: str = "auto"
+    perceptual_crop: int = 0
     lr: float | None = None
     target_bpp: float | None = None
     lambda_a: float | None = None
@@ -61,6 +62,7 @@ class TrainOptions:
     channels_last: bool = False
     overfit: bool = False
     seed: int = 0
+    checkpoints: bool = True  # False (benchmarks only): write no checkpoint or weights at all
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -81,6 +83,8 @@ class TrainOptions:
         for name in ("save_every", "val_every", "log_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.perceptual_crop and not 64 <= self.perceptual_crop <= self.crop:
+            raise ValueError(f"--perceptual-crop must be 0 or in [64, --crop], got {self.perceptual_crop}")
         if self.name is not None and not MODEL_ID_RE.match(self.name):
             raise ValueError(f"--name {self.name!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter/digit)")
 

@@ -72,7 +72,7 @@ def _opt_float(name: str, help_text: str):
 @click.option("--cache-mb", type=float, default=4096, show_default=True,
               help="Decode the training images into memory when they fit in this budget.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
-              help="Mixed precision on CUDA (auto: bf16 where supported, else fp16 + grad scaling).")
+              help="Mixed precision (auto: CUDA bf16 where supported, else fp16 + grad scaling; CPU fp32).")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True,
               help="Channels-last memory format.")
 @click.option("--overfit", is_flag=True, help="Train on one fixed batch (checks that the loop can fit).")

@@ -126,10 +126,13 @@ def _cpu_threads(layout: dist.Layout, requested: int | None) -> int:
 
 
 def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 where supported (else fp16 + GradScaler) on CUDA; CPU runs in fp32."""
-    if mode == "off" or device.type != "cuda":
-        if mode in ("bf16", "fp16") and device.type != "cuda":
-            raise HificError(f"--amp {mode} needs CUDA", "use --amp off (or auto) on CPU")
+    """Autocast dtype: bf16 where supported (else fp16 + GradScaler) on CUDA; CPU runs in fp32 unless
+    ``--amp bf16`` is asked for explicitly (useful only on CPUs with native bf16)."""
+    if device.type != "cuda":
+        if mode == "fp16":
+            raise HificError("--amp fp16 needs CUDA", "use --amp off (or auto, or bf16) on CPU")
+        return torch.bfloat16 if mode == "bf16" else None
+    if mode == "off":
         return None
     if mode == "fp16":
         return torch.float16
@@ -500,11 +503,10 @@ def train(
                 scaler.update()
             step += 1
 
-            values = torch.stack([
-                loss.detach(), out.bpp.detach(), out.q_bpp.detach(), out.bpp_y.detach(), out.bpp_z.detach(),
-                distortion.detach(), perc.detach(), torch.tensor(penalty, device=device),
-                d_loss.detach(), g_loss.detach(),
-            ]).double()
+            values = torch.stack([t.detach().double() for t in (
+                loss, out.bpp, out.q_bpp, out.bpp_y, out.bpp_z, distortion, perc, torch.tensor(penalty, device=device),
+                d_loss, g_loss,
+            )])
             acc += values
             acc_n += 1
 

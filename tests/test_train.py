@@ -146,6 +146,17 @@ def test_resume_equals_an_uninterrupted_run(base_run: Path, images: Path, tmp_pa
     assert log_records(split)[-1]["loss"] == pytest.approx(log_records(straight)[-1]["loss"], rel=1e-6)
 
 
+def test_init_from_an_inference_weights_file(base_run: Path, images: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "from-weights"
+    code, err = run_cli(["train", str(images), "--stage", "gan", "--init", str(base_run / "weights.safetensors"),
+                         "--crop", "128", "--batch-size", "2", "--workers", "0", "--threads", "1", "--steps", "1",
+                         "--lr", "0", "--perceptual", "none", "--out", str(out)], capsys)
+    assert code == 0, err
+    before, after = state_of(base_run)["model_state_dict"], state_of(out)["model_state_dict"]
+    for key in ("Encoder.conv_block1.1.weight", "Hyperprior.hyperlatent_likelihood.H_0"):
+        assert torch.equal(before[key], after[key])  # lr 0: the loaded weights unchanged
+
+
 def test_resume_refuses_changed_settings(base_run: Path, capsys) -> None:
     code, err = run_cli(["train", "--resume", str(base_run), "--regime", "low"], capsys)
     assert code == 1 and "cannot change --regime" in err

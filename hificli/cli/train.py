@@ -31,7 +31,7 @@ def _opt_float(name: str, help_text: str):
               help="Training crop side (multiple of 64).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run directory to create.")
 @click.option("--init", "init", type=click.Path(exists=True), default=None,
-              help="Warm-start weights: a run directory, its checkpoint.pt, or a port .pt checkpoint.")
+              help="Warm-start weights: a run directory, a checkpoint (ours or the port's) or a weights file.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
               help="Continue the run in RUN_DIR exactly where its last checkpoint stopped.")
 @click.option("--val", type=click.Path(exists=True, file_okay=False), default=None,

@@ -92,9 +92,20 @@ def merge_resume(options: TrainOptions, recorded: dict[str, Any], explicit: set[
     return merged
 
 
-def _init_source(path: str) -> Path:
-    p = Path(path)
-    return p / S.CHECKPOINT_NAME if p.is_dir() else p
+def read_init(path: str) -> tuple[ArchConfig, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """(architecture, network tensors, discriminator tensors or None) of ``--init``: a run directory, a
+    checkpoint (ours or the port's) or an inference weights file."""
+    from hificli.checkpoint import read_port_checkpoint
+    from hificli.weights import is_weights_file, load_weights
+
+    source = Path(path)
+    if source.is_dir():
+        source = source / S.CHECKPOINT_NAME
+    if is_weights_file(source):
+        network, _, _, info = load_weights(source)
+        return info.config, network.inference_state_dict(), None
+    ckpt = read_port_checkpoint(source)
+    return ckpt.config, ckpt.state_dict, ckpt.discriminator_state
 
 
 def resolve_arch(options: TrainOptions, init_config: ArchConfig | None, explicit: set[str]) -> ArchConfig:
@@ -184,7 +195,7 @@ def train(
     warn: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Run (or resume) a training run described by ``options``; see the package docstring."""
-    from hificli.checkpoint import load_strict, read_port_checkpoint
+    from hificli.checkpoint import load_strict
     from hificli.models.discriminator import Discriminator
     from hificli.models.hific import HificModel
     from hificli.perceptual import load_perceptual, resolve_kind
@@ -222,16 +233,16 @@ def train(
     dist.barrier(layout)
 
     # architecture and weights
-    init_ckpt = None
+    init = None
     if resumed is not None:
         config = ArchConfig.from_json(resumed["args"]["hific_arch"])
     else:
         if options.init:
-            init_ckpt = read_port_checkpoint(_init_source(options.init))
-        config = resolve_arch(options, init_ckpt.config if init_ckpt else None, explicit)
+            init = read_init(options.init)
+        config = resolve_arch(options, init[0] if init else None, explicit)
         options.arch = arch_name(config)
     gan = options.stage == "gan"
-    if gan and init_ckpt is None and resumed is None:
+    if gan and init is None and resumed is None:
         say("--stage gan without --init: the paper warm-starts the GAN stage from a base run")
 
     random.seed(options.seed + layout.rank)
@@ -239,11 +250,11 @@ def train(
     torch.manual_seed(options.seed)  # identical initial weights on every process
     model = HificModel(config)
     disc = Discriminator(config) if gan else None
-    if init_ckpt is not None:
-        load_strict(model, init_ckpt.state_dict, ignore_prefixes=())
-        if disc is not None and init_ckpt.discriminator_state:
-            load_strict(disc, init_ckpt.discriminator_state, ignore_prefixes=(), ignore_patterns=())
-    del init_ckpt
+    if init is not None:
+        load_strict(model, init[1], ignore_prefixes=())
+        if disc is not None and init[2]:
+            load_strict(disc, init[2], ignore_prefixes=(), ignore_patterns=())
+    del init
     if layout.rank:
         torch.manual_seed(options.seed + layout.rank)
 

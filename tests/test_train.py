@@ -107,23 +107,26 @@ def test_run_dir_layout_and_checkpoint_format(base_run: Path) -> None:
     assert info.meta["perceptual"] == "none" and info.meta["stage"] == "base" and info.meta["steps"] == 30
 
 
-def test_gan_stage_warm_starts_and_lowers_the_loss(base_run: Path, images: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "gan"
-    code, err = run_cli(["train", str(images), "--stage", "gan", "--init", str(base_run), "--crop", "128",
-                         "--batch-size", "2", "--workers", "0", "--threads", "1", "--steps", "20", "--out", str(out),
+def test_gan_stage_warm_starts_and_lowers_the_loss(images: Path, tmp_path: Path, capsys) -> None:
+    base, out = tmp_path / "short-base", tmp_path / "gan"
+    code, err = run_cli(["-q", "train", str(images), *FAST, "--steps", "4", "--out", str(base), "--perceptual",
+                         "none", "--lr", "2e-3"], capsys)
+    assert code == 0, err
+    code, err = run_cli(["train", str(images), "--stage", "gan", "--init", str(base), "--crop", "128",
+                         "--batch-size", "2", "--workers", "0", "--threads", "1", "--steps", "12", "--out", str(out),
                          "--perceptual", "none", "--overfit", "--lr", "2e-3", "--log-every", "1",
                          "--save-every", "0", "--name", "gan-test"], capsys)
     assert code == 0, err
     records = log_records(out)
-    first, last = early_late([r["loss"] for r in records])
-    assert last < first
+    first, last = early_late([r["loss"] for r in records], 4)
+    assert last < 0.8 * first
     assert all(r["d_loss"] > 0 and r["g_loss"] > 0 for r in records)
     ckpt = state_of(out)
     assert ckpt["args"]["model_type"] == "compression_gan" and "discriminator_optimizer_state_dict" in ckpt
     assert any(k.startswith("Discriminator.conv1.weight_orig") for k in ckpt["model_state_dict"])
-    base = state_of(base_run)["model_state_dict"]
+    start = state_of(base)["model_state_dict"]
     assert not torch.equal(ckpt["model_state_dict"]["Encoder.conv_block1.1.weight"],
-                           base["Encoder.conv_block1.1.weight"])  # trained on from the base weights
+                           start["Encoder.conv_block1.1.weight"])  # trained on from the base weights
 
 
 def test_resume_equals_an_uninterrupted_run(base_run: Path, images: Path, tmp_path: Path, capsys) -> None:

@@ -247,5 +247,6 @@ def load_validation(
         ch = max(VAL_MIN_SIDE, min(max_side, h) // VAL_MULTIPLE * VAL_MULTIPLE)
         left, top = (w - cw) // 2, (h - ch) // 2
         pixels = np.asarray(image.crop((left, top, left + cw, top + ch)), dtype=np.uint8)
-        out.append((path.stem, torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))))
+        name = path.stem if all(path.stem != n for n, _ in out) else f"{path.stem}-{len(out)}"
+        out.append((name, torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))))
     return out

@@ -11,7 +11,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ class TrainResult:
     model_id: str
     last: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
-    messages: list[str] = field(default_factory=list)
 
 
 class _StopFlag:
@@ -152,7 +151,7 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def _optimizers(model: torch.nn.Module, disc: torch.nn.Module | None, lr: float, device: torch.device):
+def _optimizers(model: torch.nn.Module, disc: torch.nn.Module | None, lr: float):
     """Adam for E+G+hyper nets, a second Adam for the hyperlatent density (as the port), one for D."""
     density = list(model.Hyperprior.hyperlatent_likelihood.parameters())
     ids = {id(p) for p in density}
@@ -221,11 +220,11 @@ def train(
     else:
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
 
+    if not resume and (run_dir / S.CHECKPOINT_NAME).exists() and not force:
+        raise OutputExistsError(
+            f"{run_dir} already holds a training run", f"continue it with --resume {run_dir}, or pass --force"
+        )
     if main_proc and not resume:
-        if (run_dir / S.CHECKPOINT_NAME).exists() and not force:
-            raise OutputExistsError(
-                f"{run_dir} already holds a training run", f"continue it with --resume {run_dir}, or pass --force"
-            )
         run_dir.mkdir(parents=True, exist_ok=True)
         if force:
             for name in (S.CHECKPOINT_NAME, S.WEIGHTS_NAME, S.LOG_NAME):
@@ -278,7 +277,7 @@ def train(
         disc.to(device=device, memory_format=memory_format)
     if perceptual is not None:
         perceptual.to(device=device, memory_format=memory_format)
-    main_params, opt_main, opt_density, opt_d = _optimizers(model, disc, schedule.lr, device)
+    main_params, opt_main, opt_density, opt_d = _optimizers(model, disc, schedule.lr)
     amp_dtype = _amp_dtype(options.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 

@@ -220,12 +220,15 @@ class Hyperprior(nn.Module):
         return mu, scale
 
     def z_likelihood(self, z_hat: torch.Tensor) -> torch.Tensor:
-        """Per-element likelihood of (noisy or rounded) hyperlatents, same shape as z_hat."""
-        return self.hyperlatent_likelihood.likelihood(z_hat)
+        """Per-element likelihood of (noisy or rounded) hyperlatents, same shape as z_hat (always float32:
+        CDF differences lose the rate in bf16/fp16 autocast)."""
+        with torch.autocast(z_hat.device.type, enabled=False):
+            return self.hyperlatent_likelihood.likelihood(z_hat.float())
 
     def y_likelihood(self, y_hat: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Per-element likelihood of (noisy or rounded) latents under (mu, scale)."""
-        return latent_likelihood(y_hat, mu, scale, self.likelihood_kind)
+        """Per-element likelihood of (noisy or rounded) latents under (mu, scale), in float32."""
+        with torch.autocast(y_hat.device.type, enabled=False):
+            return latent_likelihood(y_hat.float(), mu.float(), scale.float(), self.likelihood_kind)
 
 
 @dataclass

@@ -223,12 +223,17 @@ class Hyperprior(nn.Module):
         """Per-element likelihood of (noisy or rounded) hyperlatents, same shape as z_hat (always float32:
         CDF differences lose the rate in bf16/fp16 autocast)."""
         with torch.autocast(z_hat.device.type, enabled=False):
-            return self.hyperlatent_likelihood.likelihood(z_hat.float())
+            return self.hyperlatent_likelihood.likelihood(_at_least_float32(z_hat))
 
     def y_likelihood(self, y_hat: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Per-element likelihood of (noisy or rounded) latents under (mu, scale), in float32."""
         with torch.autocast(y_hat.device.type, enabled=False):
-            return latent_likelihood(y_hat.float(), mu.float(), scale.float(), self.likelihood_kind)
+            y_hat, mu, scale = (_at_least_float32(t) for t in (y_hat, mu, scale))
+            return latent_likelihood(y_hat, mu, scale, self.likelihood_kind)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 @dataclass

@@ -55,8 +55,8 @@ class ModelEntry:
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
         name=DEFAULT_MODEL,
-        target_bpp=None,
-        description="small HiFiC trained by this project on CPU; the default, works offline",
+        target_bpp=0.25,
+        description="small HiFiC (6.9 M parameters) trained by this project on 2 CPU cores; the default, offline",
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",

@@ -11,7 +11,7 @@ bit-identical in any process, thread count or machine.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ import numpy as np
 from hificli import container
 from hificli.errors import CorruptFileError, ModelMismatchError, UnsupportedVersionError
 from hificli.imageio import SourceImage
+from hificli.tiling import Tiling
 
 if TYPE_CHECKING:
     import torch
@@ -47,13 +48,16 @@ def padded_size(width: int, height: int) -> tuple[int, int]:
 
 @dataclass
 class CodecModel:
-    """A loaded model ready to code: network (eval mode), integer tables and exact hyper-synthesis."""
+    """A loaded model ready to code: network (eval mode), integer tables and exact hyper-synthesis.
+    ``tiling`` says how large images are split to bound memory (hificli.tiling; never changes the bits
+    a decoder reads)."""
 
     network: HificModel
     z_table: CdfTable
     y_table: CdfTable
     info: WeightsInfo
     path: Path | None = None
+    tiling: Tiling = field(default_factory=Tiling)
 
     def __post_init__(self) -> None:
         from hificli.entropy.exact import ExactHyperSynthesis
@@ -76,31 +80,25 @@ class CodecModel:
     # -- stages -------------------------------------------------------------------------------------
 
     def analyse(self, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (H, W, 3) padded image -> (y float32, z_hat float32 integer-valued)."""
-        import torch
+        """uint8 (H, W, 3) padded image -> (y float32, z_hat float32 integer-valued), in tiles."""
+        from hificli import tiling
 
-        x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        with torch.inference_mode():
-            y = self.network.encode_latents(self.network.preprocess(x))
-            z = self.network.Hyperprior.analysis(y)
-            z_hat = torch.floor(z + 0.5)
-        return y, z_hat
+        y = tiling.encode_latents(self.network, pixels, self.tiling)
+        return y, tiling.analyse_hyper(self.network, y, self.tiling)
 
     def latent_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """Exact (mu float64, table row per latent element) from integer hyperlatents."""
-        from hificli.entropy.exact import scale_indexes
+        """Exact (mu float64, table row per latent element) from integer hyperlatents (tiled, and
+        bit-identical to the untiled computation)."""
+        from hificli import tiling
 
-        mu, scale_fixed = self.exact(z_hat)
-        return mu, scale_indexes(scale_fixed, self.y_table.scale_thresholds_fixed)
+        thresholds = self.y_table.scale_thresholds_fixed
+        return tiling.hyper_parameters(self.network, self.exact, z_hat, thresholds, self.tiling)
 
     def synthesise(self, y_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
-        """Latents -> uint8 (height, width, 3) reconstruction."""
-        import torch
+        """Latents -> uint8 (height, width, 3) reconstruction, in tiles."""
+        from hificli import tiling
 
-        with torch.inference_mode():
-            x = self.network.postprocess(self.network.generate(y_hat))
-            x = x[0, :, :height, :width].mul(255.0).add_(0.5).floor_().clamp_(0, 255)
-        return x.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        return tiling.generate_image(self.network, y_hat, width, height, self.tiling)
 
 
 def _pad(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -169,6 +167,7 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     """Entropy-decode a parsed file into the latents y_hat (float32, (1, C, H/16, W/16))."""
     import torch
 
+    from hificli import tiling
     from hificli.entropy.coder import decode_symbols
 
     header = hfc.header
@@ -187,6 +186,7 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     for name, shape in expected.items():
         if tuple(streams[name].shape) != shape:
             raise CorruptFileError(f"stream {name!r} has shape {streams[name].shape}, expected {shape}")
+    tiling.check_fits(model.network, pw, ph, model.tiling)  # before allocating anything image-sized
     z_shape = expected["z"]
     z_indexes = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
     z_symbols = decode_symbols(hfc.stream("z"), z_indexes, model.z_table, stream="z").reshape(z_shape)

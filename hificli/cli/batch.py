@@ -1,14 +1,27 @@
-"""Running one job per input file: progress bar, per-file errors that do not stop the batch, summary."""
+"""Running one job per input file: progress bar, per-file errors that do not stop the batch, summary.
+
+With ``-j N`` the jobs run in N worker processes (spawned, so no thread pool state is inherited), each
+loading its model once; results are still reported in input order. Ctrl-C cancels what has not
+started and interrupts running jobs, whose atomic writes (fileio.atomic_target) then delete their
+temporary files: no partial output is left.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
 
 from hificli.cli.common import print_file_error, settings, stderr_console
 from hificli.errors import EXIT_ERROR, HificError
+from hificli.tiling import Tiling, parse_size
 
 
 @dataclass
@@ -22,12 +35,201 @@ class JobResult:
     width: int
     height: int
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+class _SizeType(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def performance_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add -j/--jobs, --tile and --max-memory (encode and decode)."""
+    func = click.option(
+        "--max-memory", type=_SizeType(), default="3G", show_default=True, metavar="SIZE",
+        help="Peak memory to aim for (e.g. 2G, 512M); large images are split into tiles to stay within "
+        "it. Shared between -j workers.",
+    )(func)
+    func = click.option(
+        "--tile", type=click.IntRange(min=0), default=None, metavar="PIXELS",
+        help="Tile side in pixels instead of the size --max-memory allows; 0 = never tile.",
+    )(func)
+    return click.option(
+        "-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
+        help="Files to process in parallel (worker processes); 0 = one per CPU core.",
+    )(func)
+
+
+def make_tiling(tile: int | None, max_memory: int, jobs: int) -> Tiling:
+    """The tiling policy of one worker when ``jobs`` of them share ``max_memory``."""
+    return Tiling(tile=tile, max_memory=max(1, max_memory // max(1, jobs)), workers=max(1, jobs))
+
+
+def effective_jobs(jobs: int, inputs: Sequence[str]) -> int:
+    """Worker count: 0 means one per core; never more than the files; stdin (-) runs in-process."""
+    n = jobs or os.cpu_count() or 1
+    return 1 if "-" in inputs else max(1, min(n, len(inputs)))
+
+
+@dataclass
+class ModelLoader:
+    """Loads each model at most once per process and applies the tiling policy. Picklable: a worker
+    process receives the settings, not the loaded models."""
+
+    offline: bool | None
+    cache_dir: str | None
+    tiling: Tiling
+    progress: bool = False
+    _models: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def get(self, name: str | None) -> Any:
+        from hificli.api import load_model
+        from hificli.zoo.registry import DEFAULT_MODEL
+
+        key = name or DEFAULT_MODEL
+        if key not in self._models:
+            model = load_model(key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress)
+            model.tiling = self.tiling
+            self._models[key] = model
+        return self._models[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_models": {}, "progress": False}
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+_job: Callable[[str], JobResult] | None = None
+_running = False
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """In a worker: interrupt the running job once (its atomic writes clean up); when idle, only
+    remember it so that queued jobs do not start."""
+    global _running, _interrupted
+    _interrupted = True
+    if _running:
+        _running = False
+        raise KeyboardInterrupt
+
+
+def _init_worker(job: Callable[[str], JobResult], jobs: int, prepare: Callable[[], Any] | None) -> None:
+    import torch
+
+    global _job
+    signal.signal(signal.SIGINT, _on_sigint)
+    torch.set_num_threads(max(1, torch.get_num_threads() // jobs))
+    _job = job
+    if prepare is not None:
+        prepare()
+
+
+def _run_in_worker(path: str) -> JobResult:
+    global _running
+    if _interrupted or _job is None:
+        raise KeyboardInterrupt
+    _running = True
+    try:
+        return _timed(_job, path)
+    finally:
+        _running = False
+
+
+def _timed(job: Callable[[str], JobResult], path: str) -> JobResult:
+    start = time.perf_counter()
+    result = job(path)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _outcomes(
+    inputs: Sequence[str], job: Callable[[str], JobResult], jobs: int, prepare: Callable[[], Any] | None
+) -> Iterator[tuple[str, JobResult | BaseException]]:
+    """(path, result or the HificError/OSError it raised), in input order."""
+    if jobs <= 1:
+        for path in inputs:
+            try:
+                yield path, _timed(job, path)
+            except (HificError, OSError) as exc:
+                yield path, exc
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker, initargs=(job, jobs, prepare)
+    )
+    try:
+        with _sigint_ignored():  # workers start with SIGINT ignored until _init_worker sets theirs
+            futures = [pool.submit(_run_in_worker, path) for path in inputs]
+        for path, future in zip(inputs, futures, strict=True):
+            try:
+                yield path, future.result()
+            except (HificError, OSError) as exc:
+                yield path, exc
+            except BrokenProcessPool:
+                died = HificError("a worker process died (killed, or out of memory?)", "try fewer -j workers")
+                yield path, died
+    except BaseException:
+        _interrupt(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT meanwhile (main thread only), so that processes spawned now inherit "ignored"."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt(pool: Any) -> None:
+    """SIGINT the pool's workers: running jobs stop and clean up, queued ones will not start."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        if process.is_alive():
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signal.SIGINT)
+
+
+# ---------------------------------------------------------------------------------------------- batch
 
 
 def run_batch(
-    inputs: Sequence[str], job: Callable[[str], JobResult], *, verb: str, hfc_is_output: bool
+    inputs: Sequence[str],
+    job: Callable[[str], JobResult],
+    *,
+    verb: str,
+    hfc_is_output: bool,
+    jobs: int = 1,
+    prepare: Callable[[], Any] | None = None,
 ) -> int:
-    """Run ``job`` on every input in order; return the exit code (0, or the first failure's code)."""
+    """Run ``job`` on every input; return the exit code (0, or the first failure's code).
+
+    ``jobs > 1``: in that many worker processes (``job`` and ``prepare`` must be picklable; ``prepare``
+    runs once per worker, e.g. to load the model). Results and errors are reported in input order.
+    """
     opts = settings()
     show_progress = len(inputs) > 1 and not opts.quiet and sys.stderr.isatty()
     results: list[JobResult] = []
@@ -45,24 +247,22 @@ def run_batch(
             transient=True,
         )
         progress.start()
-        task = progress.add_task(verb, total=len(inputs), name="")
+        task = progress.add_task(verb, total=len(inputs), name=inputs[0] if inputs else "")
     try:
-        for path in inputs:
-            if progress is not None:
-                progress.update(task, name=path)
-            start = time.perf_counter()
-            try:
-                result = job(path)
-                result.seconds = time.perf_counter() - start
-                results.append(result)
-            except HificError as exc:
-                print_file_error(path, exc.message, exc.hint)
-                exit_code = exit_code or exc.exit_code
-            except OSError as exc:
-                print_file_error(path, exc.strerror or str(exc))
+        for index, (path, outcome) in enumerate(_outcomes(inputs, job, jobs, prepare)):
+            if isinstance(outcome, JobResult):
+                results.append(outcome)
+                for warning in outcome.warnings if not opts.quiet else ():
+                    stderr_console().print(f"[yellow]warning[/]: {path}: {warning}")
+            elif isinstance(outcome, HificError):
+                print_file_error(path, outcome.message, outcome.hint)
+                exit_code = exit_code or outcome.exit_code
+            else:
+                print_file_error(path, getattr(outcome, "strerror", None) or str(outcome))
                 exit_code = exit_code or EXIT_ERROR
             if progress is not None:
-                progress.advance(task)
+                following = inputs[index + 1] if index + 1 < len(inputs) else ""
+                progress.update(task, advance=1, name=following)
     finally:
         if progress is not None:
             progress.stop()

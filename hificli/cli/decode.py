@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
 
 import click
 
-from hificli.cli.batch import JobResult, run_batch
-from hificli.cli.common import verbosity_options
-from hificli.cli.modelopts import ModelCache, model_options
+from hificli.cli.batch import (
+    JobResult,
+    ModelLoader,
+    effective_jobs,
+    make_tiling,
+    performance_options,
+    run_batch,
+)
+from hificli.cli.common import settings, verbosity_options
+from hificli.cli.modelopts import model_options
 
 
 @click.command("decode")
@@ -16,6 +25,7 @@ from hificli.cli.modelopts import ModelCache, model_options
 @click.option("-o", "--output", metavar="OUT|DIR", help="Output image (format by extension), directory, or -.")
 @click.option("-m", "--model", metavar="NAME|PATH", help="Decode with these weights instead of the file's model.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@performance_options
 @model_options
 @verbosity_options
 def command(
@@ -25,6 +35,9 @@ def command(
     force: bool,
     offline: bool | None,
     cache_dir: str | None,
+    jobs: int,
+    tile: int | None,
+    max_memory: int,
 ) -> None:
     """Decompress .hfc files into images (PNG by default; .jpg/.webp/.tif by the -o extension).
 
@@ -40,25 +53,44 @@ def command(
     targets = {p: fileio.output_path(p, ".png", output, many) for p in inputs}
     if "-" in targets.values() and sys.stdout.isatty():
         raise click.UsageError("refusing to write image data to a terminal; use -o FILE or redirect stdout")
-    models = ModelCache(offline, cache_dir)
+    workers = effective_jobs(jobs, inputs)
+    progress = workers == 1 and not settings().quiet and os.isatty(2)
+    loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=progress)
+    job = DecodeJob(targets, force, model, loader)
+    prepare = job.prepare if model else None
+    code = run_batch(list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare)
+    sys.exit(code) if code else None
 
-    def job(path: str) -> JobResult:
-        from hificli import container
+
+@dataclass
+class DecodeJob:
+    """Decode one input (picklable, for -j workers). The model is the file's unless ``model`` is set."""
+
+    targets: dict[str, str]
+    force: bool
+    model: str | None
+    models: ModelLoader
+
+    def prepare(self) -> None:
+        self.models.get(self.model)
+
+    def __call__(self, path: str) -> JobResult:
+        from hificli import container, fileio
         from hificli.codec import decode_latents, to_pil
         from hificli.imageio import encode_image, output_format
 
-        target = targets[path]
+        target = self.targets[path]
         fmt = output_format(target)
-        fileio.check_writable(target, force)
+        fileio.check_writable(target, self.force)
         raw = fileio.read_input(path)
+        in_bytes = len(raw)
         hfc = container.unpack(raw)
         header = hfc.header
-        codec_model = models.get(model or header.model_id)
+        codec_model = self.models.get(self.model or header.model_id)
         y_hat = decode_latents(hfc, codec_model)
+        del raw, hfc
         pixels = codec_model.synthesise(y_hat, header.width, header.height)
+        del y_hat
         data = encode_image(to_pil(pixels, header), fmt, header.icc_profile)
-        fileio.write_output(target, data, force)
-        return JobResult(path, target, len(raw), len(data), header.width, header.height)
-
-    code = run_batch(list(inputs), job, verb="decoding", hfc_is_output=False)
-    sys.exit(code) if code else None
+        fileio.write_output(target, data, self.force)
+        return JobResult(path, target, in_bytes, len(data), header.width, header.height)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import click
 
-from hificli.cli.batch import JobResult, run_batch
-from hificli.cli.common import settings, stderr_console, verbosity_options
-from hificli.cli.modelopts import ModelCache, model_options
+from hificli.cli.batch import (
+    JobResult,
+    ModelLoader,
+    effective_jobs,
+    make_tiling,
+    performance_options,
+    run_batch,
+)
+from hificli.cli.common import settings, verbosity_options
+from hificli.cli.modelopts import model_options
 
 
 @click.command("encode")
@@ -21,6 +29,7 @@ from hificli.cli.modelopts import ModelCache, model_options
     metavar="OUT.png|DIR",
     help="Also decode and write the reconstruction (a directory when encoding several files).",
 )
+@performance_options
 @model_options
 @verbosity_options
 def command(
@@ -31,6 +40,9 @@ def command(
     reconstruct: str | None,
     offline: bool | None,
     cache_dir: str | None,
+    jobs: int,
+    tile: int | None,
+    max_memory: int,
 ) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .hfc files.
 
@@ -47,31 +59,58 @@ def command(
     if "-" in targets.values() and sys.stdout.isatty():
         raise click.UsageError("refusing to write a .hfc file to a terminal; use -o FILE or redirect stdout")
     recon_targets = {p: fileio.output_path(p, ".png", reconstruct, many) for p in inputs} if reconstruct else {}
-    models = ModelCache(offline, cache_dir)
-    models.get(model)  # load (or fail) once, before touching any file
+    workers = effective_jobs(jobs, inputs)
+    loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=_progress())
+    name = model
+    loaded = loader.get(name)  # load (or fail) once, before touching any file
+    if workers > 1 and loaded.path is not None:  # workers load the resolved file, without downloading
+        name, loader = str(loaded.path), ModelLoader(True, cache_dir, loader.tiling)
+    del loaded
+    job = EncodeJob(targets, recon_targets, force, name, loader)
+    code = run_batch(
+        list(inputs), job, verb="encoding", hfc_is_output=True, jobs=workers, prepare=job.prepare
+    )
+    sys.exit(code) if code else None
 
-    def job(path: str) -> JobResult:
+
+def _progress() -> bool:
+    import os
+
+    return not settings().quiet and os.isatty(2)
+
+
+@dataclass
+class EncodeJob:
+    """Encode one input (picklable, for -j workers)."""
+
+    targets: dict[str, str]
+    recon_targets: dict[str, str]
+    force: bool
+    model: str | None
+    models: ModelLoader
+
+    def prepare(self) -> None:
+        self.models.get(self.model)
+
+    def __call__(self, path: str) -> JobResult:
+        from hificli import fileio
         from hificli.codec import decode_file, encode_source, to_pil
         from hificli.imageio import encode_image, output_format, read_image
 
-        target = targets[path]
-        fileio.check_writable(target, force)
-        if path in recon_targets:
-            fileio.check_writable(recon_targets[path], force)
+        target = self.targets[path]
+        fileio.check_writable(target, self.force)
+        if path in self.recon_targets:
+            fileio.check_writable(self.recon_targets[path], self.force)
         raw = fileio.read_input(path)
         source = read_image(raw)
-        for warning in source.warnings:
-            if not settings().quiet:
-                stderr_console().print(f"[yellow]warning[/]: {path}: {warning}")
-        codec_model = models.get(model)
+        codec_model = self.models.get(self.model)
         data = encode_source(source, codec_model)
-        fileio.write_output(target, data, force)
-        if path in recon_targets:
-            recon_path = recon_targets[path]
+        fileio.write_output(target, data, self.force)
+        if path in self.recon_targets:
+            recon_path = self.recon_targets[path]
             pixels, header = decode_file(data, codec_model)
             image_bytes = encode_image(to_pil(pixels, header), output_format(recon_path), header.icc_profile)
-            fileio.write_output(recon_path, image_bytes, force)
-        return JobResult(path, target, len(raw), len(data), source.width, source.height)
-
-    code = run_batch(list(inputs), job, verb="encoding", hfc_is_output=True)
-    sys.exit(code) if code else None
+            fileio.write_output(recon_path, image_bytes, self.force)
+        return JobResult(
+            path, target, len(raw), len(data), source.width, source.height, warnings=source.warnings
+        )

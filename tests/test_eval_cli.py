@@ -226,3 +226,16 @@ def test_help_lists_every_baseline_and_import_stays_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     result = _run(["eval", "--help"])
     assert result.exit_code == 0 and "--save-images" in result.output and "BD-rate" in result.output
+
+
+def test_no_sweep_lpips_measures_lpips_only_where_images_are_compared(data, tmp_path):
+    pytest.importorskip("stlpips_pytorch")
+    out = tmp_path / "r.json"
+    args = ["eval", str(data / "imgs" / "a.png"), "-m", str(data / "tiny.safetensors"), "-b", "jpeg",
+            "--lpips", "stlpips-alex", "--no-sweep-lpips", "-o", str(out)]
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    image = _strict_json(out)["per_image"][0]
+    assert image["hific"]["test-tiny"]["lpips"] is not None
+    assert image["matched"]["test-tiny"]["jpeg"]["lpips"] is not None
+    assert all(point["lpips"] is None for point in image["sweeps"]["jpeg"])

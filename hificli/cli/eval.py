@@ -96,6 +96,10 @@ def _check_images(paths: list[str]) -> None:
               help="LPIPS network: stlpips-alex, stlpips-vgg, lpips-alex (weights named by "
                    "$HIFIC_LPIPS_WEIGHTS), none; auto: lpips-alex when its weights are given, "
                    "else stlpips-alex.")
+@click.option("--sweep-lpips/--no-sweep-lpips", default=True, show_default=True,
+              help="Also measure LPIPS on every point of the baselines' quality sweeps; --no-sweep-lpips "
+                   "measures it only for hific and the bpp-matched baselines (much faster on CPU; no "
+                   "LPIPS BD-rate then).")
 @click.option("-o", "--output", metavar="results.json", help="Write the JSON report (CompressAI schema).")
 @click.option("--compressai-dir", metavar="DIR",
               help="Also write one CompressAI results file per codec into DIR.")
@@ -115,6 +119,7 @@ def command(
     no_hific: bool,
     baselines: str,
     lpips_kind: str,
+    sweep_lpips: bool,
     output: str | None,
     compressai_dir: str | None,
     plot: str | None,
@@ -182,6 +187,7 @@ def command(
         models=tuple((label, model_info[label]["name"]) for label in loaded),
         baselines=tuple(keys),
         lpips=lpips_metric.kind if lpips_metric is not None else "none",
+        sweep_lpips=sweep_lpips,
         offline=offline,
         cache_dir=cache_dir,
         save_dir=save_images,

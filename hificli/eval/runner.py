@@ -98,6 +98,7 @@ class EvalSpec:
     models: tuple[tuple[str, str], ...] = ()  # (label, name or path for load_model)
     baselines: tuple[str, ...] = ()
     lpips: str = "none"  # a kind for load_lpips (resolved by the caller), or "none"
+    sweep_lpips: bool = True  # False: LPIPS only for hific and the bpp-matched baselines
     offline: bool | None = None
     cache_dir: str | None = None
     save_dir: str | None = None
@@ -188,10 +189,11 @@ class Evaluator:
         setting: float | None,
         times: tuple[float, float],
         warnings: list[str],
+        with_lpips: bool = True,
     ) -> Point:
         """A point for one encoding: size of ``data``, and ``decoded`` measured against ``reference``."""
         distance = None
-        if self.lpips is not None:
+        if self.lpips is not None and with_lpips:
             try:
                 distance = self.lpips(reference, decoded)
             except Exception as exc:  # e.g. an image too small for the network
@@ -211,7 +213,7 @@ class Evaluator:
         )
 
     def _baseline_point(
-        self, baseline: bl.Baseline, pixels: np.ndarray, setting: float, warnings: list[str]
+        self, baseline: bl.Baseline, pixels: np.ndarray, setting: float, warnings: list[str], with_lpips: bool = True
     ) -> tuple[Point, np.ndarray]:
         start = time.perf_counter()
         data = baseline.encode(pixels, setting)
@@ -222,7 +224,8 @@ class Evaluator:
             raise ValueError(f"decoded shape {decoded.shape} differs from the input's {pixels.shape}")
         times = (encoded - start, done - encoded)
         point = self._measure(
-            baseline.key, pixels, data, decoded, setting=setting, times=times, warnings=warnings
+            baseline.key, pixels, data, decoded, setting=setting, times=times, warnings=warnings,
+            with_lpips=with_lpips,
         )
         return point, decoded
 
@@ -247,7 +250,7 @@ class Evaluator:
             baseline = bl.get(key)
             try:
                 result.sweeps[key] = [
-                    self._baseline_point(baseline, pixels, setting, result.warnings)[0]
+                    self._baseline_point(baseline, pixels, setting, result.warnings, self.spec.sweep_lpips)[0]
                     for setting in baseline.sweep
                 ]
                 for label, hific_point in result.hific.items():

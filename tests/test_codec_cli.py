@@ -199,3 +199,23 @@ def test_outputs_have_normal_permissions(tmp_path: Path, tiny: Path, capsys) -> 
     finally:
         os.umask(old)
     assert (tmp_path / "p.hfc").stat().st_mode & 0o777 == 0o644
+
+
+def test_model_path_can_be_a_port_checkpoint_or_a_run_directory(tmp_path: Path, tiny: Path, capsys) -> None:
+    import shutil
+
+    from port_fixtures import make_port_checkpoint
+
+    checkpoint = make_port_checkpoint(tmp_path / "hific_med.pt", regime="med", with_optimizer=False)
+    sample_image(70, 40).save(tmp_path / "p.png")
+    assert run(["encode", str(tmp_path / "p.png"), "-m", str(checkpoint)], capsys)[0] == 0
+    header = container.read_file(tmp_path / "p.hfc").header
+    assert header.model_id == "hific-med"
+    out = tmp_path / "o.png"
+    assert run(["decode", str(tmp_path / "p.hfc"), "-m", str(checkpoint), "-o", str(out)], capsys)[0] == 0
+    assert Image.open(out).size == (70, 40)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(tiny, run_dir / "weights.safetensors")
+    assert run(["encode", str(tmp_path / "p.png"), "-m", str(run_dir), "-o", str(tmp_path / "r.hfc")], capsys)[0] == 0
+    assert container.read_file(tmp_path / "r.hfc").header.model_id == "test-tiny"

@@ -153,8 +153,8 @@ def command(
     if plot:
         from hificli.eval.plot import check_plot_path, require_matplotlib
 
-        require_matplotlib()
         check_plot_path(plot)
+        require_matplotlib()
     for target in (output, plot):
         if target:
             fileio.check_writable(target, force)

@@ -32,6 +32,7 @@ layout is each encoder's and decoder's own choice and the .hfc format stores non
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ UPSAMPLE_HALO = 2  #: latents
 DEFAULT_MAX_MEMORY = 3 * 1024**3  #: bytes, the default process budget
 MIN_WORK_BYTES = 64 * 1024**2  #: tile work never gets less than this, whatever the budget says
 RUNTIME_BYTES = 300 * 1024**2  #: python, torch and libraries, resident before any work
+#: Share of the free budget given to tile activations; the rest absorbs heap fragmentation (memory
+#: freed by earlier tiles that the allocator keeps: ~10 % of the work at 24 MP in measurements).
+WORK_FRACTION = 0.85
 
 
 def trunk_halo(config: ArchConfig) -> int:
@@ -172,7 +176,8 @@ def check_fits(network: HificModel, padded_width: int, padded_height: int, tilin
 
 def work_budget(tiling: Tiling, network: HificModel, latent_positions: int, stage: str) -> int:
     """Bytes available to one tile's activations in ``stage`` under ``tiling.max_memory``."""
-    return max(MIN_WORK_BYTES, tiling.max_memory - resident_bytes(network, latent_positions, stage))
+    free = tiling.max_memory - resident_bytes(network, latent_positions, stage)
+    return max(MIN_WORK_BYTES, int(WORK_FRACTION * free))
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -308,6 +313,26 @@ def _window(t: torch.Tensor, tile: Tile, scale: int = 1) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- stages
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the tiles of a stage back to the OS. glibc keeps freed heap pages (a few
+    hundred MB after the encoder tiles of a 24 MP image, measured), which the next stage's budget does
+    not count; elsewhere this does nothing."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+
 def encode_latents(network: HificModel, pixels: np.ndarray, tiling: Tiling) -> torch.Tensor:
     """uint8 (H, W, 3) image, sides multiples of 64 -> y, float32 (1, C, H/16, W/16)."""
     import numpy as np
@@ -328,6 +353,7 @@ def encode_latents(network: HificModel, pixels: np.ndarray, tiling: Tiling) -> t
             out = network.encode_latents(network.preprocess(x))
             del x
             _crop_into(y, tile, out)
+    release_freed_memory()
     return y
 
 
@@ -348,6 +374,7 @@ def analyse_hyper(network: HificModel, y: torch.Tensor, tiling: Tiling) -> torch
         for tile in tiles:
             z = network.Hyperprior.analysis(_window(y, tile, HYPER))
             _crop_into(z_hat, tile, torch.floor(z + 0.5))
+    release_freed_memory()
     return z_hat
 
 
@@ -376,6 +403,7 @@ def hyper_parameters(
         del mu_fixed
         r0, r1, c0, c1 = (v * HYPER for v in tile.core)
         rows[..., r0:r1, c0:c1] = scale_indexes(_crop(scale_fixed, tile, HYPER), thresholds)
+    release_freed_memory()
     return mu, rows
 
 
@@ -430,6 +458,7 @@ def generate_image(
                 x = network.postprocess(upsample(local))
                 _write_pixels(out, sub, _crop(x, sub, LATENT))
             del full, features
+    release_freed_memory()
     return out
 
 

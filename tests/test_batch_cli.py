@@ -87,14 +87,15 @@ def test_parallel_decode(tmp_path: Path, tiny: Path, capsys) -> None:
 
 
 def test_jobs_with_stdin_run_in_process(tmp_path: Path, tiny: Path) -> None:
+    from click.testing import CliRunner
+
+    from hificli.cli.app import cli
+
     names = images(tmp_path, 1)
     data = (tmp_path / names[0]).read_bytes()
-    result = subprocess.run(
-        [sys.executable, "-m", "hificli", "encode", "-", "-m", str(tiny), "-j", "4"],
-        input=data, capture_output=True, timeout=120, cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert container.unpack(result.stdout).header.width == 96
+    result = CliRunner().invoke(cli, ["encode", "-", "-m", str(tiny), "-j", "4"], input=data)
+    assert result.exit_code == 0, result.output
+    assert container.unpack(result.stdout_bytes).header.width == 96
 
 
 def processes_with(marker: str) -> list[int]:
@@ -113,7 +114,9 @@ def processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
-@pytest.mark.parametrize("whole_group", [False, True], ids=["sigint-main", "sigint-group"])
+@pytest.mark.parametrize(
+    "whole_group", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["sigint-main", "sigint-group"]
+)
 def test_ctrl_c_leaves_no_partial_outputs(tmp_path: Path, tiny: Path, whole_group: bool) -> None:
     """SIGINT to the main process (a kill) or to the whole process group (Ctrl-C in a terminal) while
     workers are writing: exit 130, no temporary files, every output that exists is a complete file,

@@ -283,16 +283,17 @@ def _size(n: int) -> str:
 
 
 def print_summary(results: Sequence[JobResult], *, hfc_is_output: bool) -> None:
-    """A table on stderr: file, size in, size out, bpp (from the real .hfc size), ratio, time."""
+    """A table on stderr: file, size in, size out, bpp (from the real .hfc size), ratio (image file size
+    over .hfc size), time."""
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("input", "output", "pixels", "in", "out", "bpp", "ratio", "time"):
         table.add_column(column, justify="left" if column in ("input", "output") else "right")
     for r in results:
-        hfc = r.out_bytes if hfc_is_output else r.in_bytes
+        hfc, image = (r.out_bytes, r.in_bytes) if hfc_is_output else (r.in_bytes, r.out_bytes)
         bpp = 8.0 * hfc / (r.width * r.height)
-        ratio = r.in_bytes / r.out_bytes if r.out_bytes else float("inf")
+        ratio = image / hfc if hfc else float("inf")
         table.add_row(
             r.source, r.target, f"{r.width}x{r.height}", _size(r.in_bytes), _size(r.out_bytes),
             f"{bpp:.3f}", f"{ratio:.1f}x", f"{r.seconds:.2f}s",

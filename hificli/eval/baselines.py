@@ -87,7 +87,14 @@ class Baseline:
 
 def _pillow_encode(pixels: np.ndarray, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format=fmt, **options)
+    try:
+        Image.fromarray(pixels, "RGB").save(buffer, format=fmt, **options)
+    except OSError:
+        if not options.get("optimize"):
+            raise
+        # Pillow's optimized-Huffman JPEG writer overflows its buffer on some images at quality ~100
+        # ("broken data stream"): such a file is then written with the standard tables.
+        return _pillow_encode(pixels, fmt, **{**options, "optimize": False})
     return buffer.getvalue()
 
 

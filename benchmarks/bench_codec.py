@@ -118,7 +118,7 @@ def main() -> None:
 
     n_y = y_sym.size
     hfc = container.unpack(data)
-    print(f"\nhific {hificli.__version__}, arch {args.arch} ({model.info.n_params / 1e6:.1f} M params), "
+    print(f"\nhific {hificli.__version__}, model {model.model_id} ({model.info.n_params / 1e6:.1f} M params), "
           f"{source.width}x{source.height} from {image_path.name}, torch threads {threads}, median of {r}\n")
     rows = [
         ("encoder (analysis transform)", f"{t_enc:.3f} s", ""),

@@ -289,9 +289,7 @@ def print_summary(results: Sequence[JobResult], *, hfc_is_output: bool) -> None:
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("input", "output", "pixels", "in", "out", "bpp", "ratio", "time"):
-        table.add_column(
-            column, justify="left" if column in ("input", "output") else "right", overflow="fold"
-        )
+        table.add_column(column, justify="left" if column in ("input", "output") else "right")
     for r in results:
         hfc, image = (r.out_bytes, r.in_bytes) if hfc_is_output else (r.in_bytes, r.out_bytes)
         bpp = 8.0 * hfc / (r.width * r.height)

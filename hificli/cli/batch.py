@@ -81,6 +81,25 @@ def effective_jobs(jobs: int, inputs: Sequence[str]) -> int:
     return 1 if "-" in inputs else max(1, min(n, len(inputs)))
 
 
+def output_targets(inputs: Sequence[str], output: str | None, suffix: str, what: str) -> dict[str, str]:
+    """Each input's output path (see fileio.output_path), refusing stdout for several inputs and binary
+    ``what`` (e.g. "a .hfc file") on a terminal."""
+    from hificli import fileio
+
+    many = len(inputs) > 1
+    if many and output == fileio.STDIO:
+        raise click.UsageError("-o - (stdout) takes a single input")
+    targets = {p: fileio.output_path(p, suffix, output, many) for p in inputs}
+    if fileio.STDIO in targets.values() and sys.stdout.isatty():
+        raise click.UsageError(f"refusing to write {what} to a terminal; use -o FILE or redirect stdout")
+    return targets
+
+
+def show_progress() -> bool:
+    """Progress bars (model downloads) only for interactive, non-quiet runs."""
+    return not settings().quiet and os.isatty(2)
+
+
 @dataclass
 class ModelLoader:
     """Loads each model at most once per process and applies the tiling policy. Picklable: a worker

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 
@@ -13,10 +12,12 @@ from hificli.cli.batch import (
     ModelLoader,
     effective_jobs,
     make_tiling,
+    output_targets,
     performance_options,
     run_batch,
+    show_progress,
 )
-from hificli.cli.common import settings, verbosity_options
+from hificli.cli.common import verbosity_options
 from hificli.cli.modelopts import model_options
 
 
@@ -45,17 +46,11 @@ def command(
     photo.hfc -> photo.png next to the input; it refuses to replace an existing photo.png (the
     original, typically) unless -f is given. The model is taken from each file's header.
     """
-    from hificli import fileio
-
-    many = len(inputs) > 1
-    if many and output == "-":
-        raise click.UsageError("-o - (stdout) takes a single input")
-    targets = {p: fileio.output_path(p, ".png", output, many) for p in inputs}
-    if "-" in targets.values() and sys.stdout.isatty():
-        raise click.UsageError("refusing to write image data to a terminal; use -o FILE or redirect stdout")
+    targets = output_targets(inputs, output, ".png", "image data")
     workers = effective_jobs(jobs, inputs)
-    progress = workers == 1 and not settings().quiet and os.isatty(2)
-    loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=progress)
+    loader = ModelLoader(
+        offline, cache_dir, make_tiling(tile, max_memory, workers), progress=workers == 1 and show_progress()
+    )
     job = DecodeJob(targets, force, model, loader)
     prepare = job.prepare if model else None
     code = run_batch(list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare)

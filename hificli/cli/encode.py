@@ -12,10 +12,12 @@ from hificli.cli.batch import (
     ModelLoader,
     effective_jobs,
     make_tiling,
+    output_targets,
     performance_options,
     run_batch,
+    show_progress,
 )
-from hificli.cli.common import settings, verbosity_options
+from hificli.cli.common import verbosity_options
 from hificli.cli.modelopts import model_options
 
 
@@ -52,15 +54,11 @@ def command(
     """
     from hificli import fileio
 
+    targets = output_targets(inputs, output, ".hfc", "a .hfc file")
     many = len(inputs) > 1
-    if many and output == "-":
-        raise click.UsageError("-o - (stdout) takes a single input")
-    targets = {p: fileio.output_path(p, ".hfc", output, many) for p in inputs}
-    if "-" in targets.values() and sys.stdout.isatty():
-        raise click.UsageError("refusing to write a .hfc file to a terminal; use -o FILE or redirect stdout")
     recon_targets = {p: fileio.output_path(p, ".png", reconstruct, many) for p in inputs} if reconstruct else {}
     workers = effective_jobs(jobs, inputs)
-    loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=_progress())
+    loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=show_progress())
     name = model
     loaded = loader.get(name)  # load (or fail) once, before touching any file
     if workers > 1 and loaded.path is not None:  # workers load the resolved file, without downloading
@@ -71,12 +69,6 @@ def command(
         list(inputs), job, verb="encoding", hfc_is_output=True, jobs=workers, prepare=job.prepare
     )
     sys.exit(code) if code else None
-
-
-def _progress() -> bool:
-    import os
-
-    return not settings().quiet and os.isatty(2)
 
 
 @dataclass

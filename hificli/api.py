@@ -44,7 +44,7 @@ def _from_port_checkpoint(path: Path) -> CodecModel:
     network, _ = load_port_model(path)
     z_table, y_table = weights.build_tables(network)
     state = network.inference_state_dict()
-    arrays = {**z_table.to_arrays("tables.z."), **y_table.to_arrays("tables.y.")}
+    arrays = weights.table_arrays(z_table, y_table)
     info = weights.WeightsInfo(
         model_id=path.stem.replace("_", "-").lower()[:64] or "checkpoint",
         fingerprint=weights.fingerprint(state, arrays, network.config),

@@ -173,6 +173,11 @@ def build_tables(model: HificModel) -> tuple[CdfTable, CdfTable]:
     return z_table, y_table
 
 
+def table_arrays(z_table: CdfTable, y_table: CdfTable) -> dict[str, np.ndarray]:
+    """The integer tables as stored in a weights file (and hashed by the fingerprint)."""
+    return {**z_table.to_arrays("tables.z."), **y_table.to_arrays("tables.y.")}
+
+
 def save_inference_weights(
     model: HificModel,
     path: str | Path,
@@ -187,7 +192,7 @@ def save_inference_weights(
     from safetensors.torch import save_file
 
     z_table, y_table = tables if tables is not None else build_tables(model)
-    arrays = {**z_table.to_arrays("tables.z."), **y_table.to_arrays("tables.y.")}
+    arrays = table_arrays(z_table, y_table)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.inference_state_dict().items()}
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.to(dtype) for k, v in state.items()}

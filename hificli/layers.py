@@ -127,3 +127,35 @@ def round_around_st(y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
 def round_around(y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     """Hard rounding around the mean: ``floor(y - mu + 0.5) + mu`` (evaluation forward)."""
     return round_half_up(y - mu) + mu
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Ballé et al. 2016) on (N, C, H, W):
+    ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)``, or ``x_i * sqrt(...)`` when ``inverse`` (IGDN).
+
+    beta and gamma are kept nonnegative by storing ``sqrt(value + PEDESTAL)`` and bounding it from below
+    (beta >= 1e-6); init beta = 1, gamma = 0.1 I, so the layer starts close to the identity.
+    """
+
+    PEDESTAL = 2.0**-36
+    BETA_MIN = 1e-6
+
+    def __init__(self, channels: int, *, inverse: bool = False, gamma_init: float = 0.1) -> None:
+        super().__init__()
+        self.channels = channels
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.sqrt(torch.ones(channels) + self.PEDESTAL))
+        self.gamma = nn.Parameter(torch.sqrt(gamma_init * torch.eye(channels) + self.PEDESTAL))
+
+    def _nonnegative(self, stored: torch.Tensor, minimum: float) -> torch.Tensor:
+        bound = (minimum + self.PEDESTAL) ** 0.5
+        return lower_bound(stored, bound) ** 2 - self.PEDESTAL
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = self._nonnegative(self.beta, self.BETA_MIN)
+        gamma = self._nonnegative(self.gamma, 0.0)
+        norm = nn.functional.conv2d(x * x, gamma[:, :, None, None], beta)
+        return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, inverse={self.inverse}"

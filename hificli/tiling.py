@@ -62,9 +62,6 @@ RUNTIME_BYTES = 300 * 1024**2  #: python, torch and libraries, resident before a
 WORK_FRACTION = 0.85
 
 
-def trunk_halo(config: ArchConfig) -> int:
-    """Receptive radius (latents) of the generator trunk: init conv + two 3x3 convs per block."""
-    return 1 + 2 * config.n_residual_blocks
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -112,13 +109,20 @@ def stage_costs(config: ArchConfig) -> dict[str, float]:
     """
     ch, c, n = config.encoder_channels, config.latent_channels, config.hyper_channels
     px = LATENT * LATENT
-    return {
+    costs = {
         "encoder": px * 4.0 * (16 + 3.7 * max(ch[0], ch[1] / 2)),
         "analysis": HYPER * HYPER * 4.0 * (2 * c + 5 * n),
         "synthesis": 8.0 * (max(100 * n, 144 * c) + 16 * (n + 4 * c)),
         "trunk": 4.0 * (2 * c + 13 * ch[4]),
         "upsample": px * 4.0 * (8 + 6.5 * max(ch[0], ch[1] / 2)),
     }
+    if config.transform == "gdn":
+        # No full-resolution layer and no trunk; the 5x5 layers at 1/2 and 1/4 dominate (im2col
+        # columns of 25 x width per position). Measured on ``compact``, with margin.
+        costs["encoder"] = px * 4.0 * (24 + 1.6 * ch[1] + 25 * ch[2] / 16)
+        costs["trunk"] = 4.0 * 2 * c
+        costs["upsample"] = px * 4.0 * (24 + 1.6 * ch[1] + 25 * ch[2] / 16)
+    return costs
 
 
 #: Whole-image buffers alive while a stage runs, bytes per latent position: (fixed, per latent channel).
@@ -407,26 +411,6 @@ def hyper_parameters(
     return mu, rows
 
 
-def generator_parts(network: HificModel) -> tuple[Callable, Callable]:
-    """(trunk, upsample): the generator split where its receptive field stops growing fast.
-    ``upsample(trunk(y_hat))`` equals ``network.generate(y_hat)``."""
-    gen = network.Generator
-
-    def trunk(y_hat: torch.Tensor) -> torch.Tensor:
-        head = gen.conv_block_init(y_hat)
-        x = head
-        for i in range(gen.n_residual_blocks):
-            x = getattr(gen, f"resblock_{i}")(x)
-        return x.add_(head)
-
-    def upsample(x: torch.Tensor) -> torch.Tensor:
-        for i in range(1, 5):
-            x = getattr(gen, f"upconv_block{i}")(x)
-        return gen.conv_block_out(x)
-
-    return trunk, upsample
-
-
 def generate_image(
     network: HificModel, y_hat: torch.Tensor, width: int, height: int, tiling: Tiling
 ) -> np.ndarray:
@@ -434,13 +418,12 @@ def generate_image(
     import numpy as np
     import torch
 
-    config = network.config
     grid = (int(y_hat.shape[2]), int(y_hat.shape[3]))
     positions = grid[0] * grid[1]
-    h_trunk = trunk_halo(config)
+    h_trunk = network.Generator.trunk_radius
     outer = stage_plan("trunk", network, tiling, grid, unit_px=LATENT, halo=h_trunk + UPSAMPLE_HALO,
                        latent_positions=positions)
-    trunk, upsample = generator_parts(network)
+    trunk, upsample = network.Generator.trunk, network.Generator.upsample
     out = np.empty((height, width, 3), dtype=np.uint8)
     with torch.inference_mode():
         for tile in outer:

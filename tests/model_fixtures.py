@@ -8,15 +8,15 @@ import numpy as np
 from PIL import Image
 
 
-def make_tiny_network(seed: int = 0, **overrides):
-    """A seeded random HificModel of the tiny preset (eval mode)."""
+def make_tiny_network(seed: int = 0, preset: str = "tiny", **overrides):
+    """A seeded random HificModel of a unit-test preset ("tiny" or "tiny-gdn"; eval mode)."""
     import torch
 
     from hificli.models.config import PRESETS
     from hificli.models.hific import HificModel
 
     torch.manual_seed(seed)
-    config = PRESETS["tiny"].with_(**overrides) if overrides else PRESETS["tiny"]
+    config = PRESETS[preset].with_(**overrides) if overrides else PRESETS[preset]
     model = HificModel(config)
     with torch.no_grad():  # spread the hyper-synthesis a bit so latents get varied scales
         for module in (model.Hyperprior.synthesis_std, model.Hyperprior.synthesis_mu):
@@ -24,12 +24,14 @@ def make_tiny_network(seed: int = 0, **overrides):
     return model.eval()
 
 
-def make_tiny_weights(path: str | Path, *, seed: int = 0, model_id: str = "test-tiny", **overrides) -> Path:
-    """Save a seeded random tiny-preset model as a hific weights file and return its path."""
+def make_tiny_weights(
+    path: str | Path, *, seed: int = 0, model_id: str = "test-tiny", preset: str = "tiny", **overrides
+) -> Path:
+    """Save a seeded random unit-test model (see make_tiny_network) as a hific weights file."""
     from hificli.weights import save_inference_weights
 
     path = Path(path)
-    save_inference_weights(make_tiny_network(seed, **overrides), path, model_id=model_id)
+    save_inference_weights(make_tiny_network(seed, preset, **overrides), path, model_id=model_id)
     return path
 
 

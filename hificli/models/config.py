@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 LIKELIHOODS = ("gaussian", "logistic")
+TRANSFORMS = ("hific", "gdn")
+#: Fields added after the first release, written by ``to_json`` only when they differ from these
+#: defaults, so that existing weights files keep their fingerprints.
+_LATER_FIELDS = {"transform": "hific"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,10 @@ class ArchConfig:
     likelihood: latent conditional, "gaussian" or "logistic".
     normalize_input: map inputs to [-1, 1] and put a tanh on the generator output (port's ``-norm``).
     discriminator_context: channels of the discriminator's latent context (12 in HiFiC).
+    transform: "hific" (the paper's encoder and generator: 7x7 and 3x3 convolutions, ChannelNorm,
+      residual blocks) or "gdn" (Ballé/Minnen-style 5x5 stride-2 convolutions with GDN / IGDN, no
+      residual blocks). "gdn" has no full-resolution stage: its hidden widths at 1/2, 1/4 and 1/8 are
+      ``encoder_channels[1:4]`` (the resolutions of HiFiC's conv_block2..4); entries 0 and 4 are unused.
     """
 
     encoder_channels: tuple[int, int, int, int, int] = (60, 120, 240, 480, 960)
@@ -33,10 +41,13 @@ class ArchConfig:
     likelihood: str = "gaussian"
     normalize_input: bool = False
     discriminator_context: int = 12
+    transform: str = "hific"
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         if len(self.encoder_channels) != 5 or min(self.encoder_channels) < 2:
             raise ValueError(f"encoder_channels needs 5 widths >= 2, got {self.encoder_channels!r}")
         if self.latent_channels < 1 or self.hyper_channels < 1 or self.n_residual_blocks < 0:
@@ -47,8 +58,12 @@ class ArchConfig:
     hyper_stride: ClassVar[int] = 4
 
     def to_json(self) -> str:
-        """Stable JSON form (sorted keys), stored in weights files."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Stable JSON form (sorted keys), stored in weights files and hashed into fingerprints."""
+        data = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
@@ -79,8 +94,17 @@ PRESETS: dict[str, ArchConfig] = {
     "small": ArchConfig(
         encoder_channels=(16, 32, 64, 128, 192), latent_channels=160, hyper_channels=128, n_residual_blocks=4
     ),
+    # The default embedded model since 0.2: GDN transforms at 64 channels (cheap at full resolution,
+    # where the CPU time goes) with a wider latent; HiFiC's hyperprior, latent coding and GAN stage.
+    "compact": ArchConfig(
+        transform="gdn", encoder_channels=(64, 64, 64, 64, 64), latent_channels=160, hyper_channels=96,
+        n_residual_blocks=0,
+    ),
     # Unit tests only: a few thousand parameters.
     "tiny": ArchConfig(encoder_channels=(4, 6, 8, 8, 12), latent_channels=6, hyper_channels=5, n_residual_blocks=1),
+    "tiny-gdn": ArchConfig(
+        transform="gdn", encoder_channels=(6, 6, 8, 8, 8), latent_channels=6, hyper_channels=5, n_residual_blocks=0
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hificli.layers import (
+    GDN,
     ChannelNorm2d,
     ResidualBlock,
     add_uniform_noise,
@@ -97,15 +98,74 @@ class Generator(nn.Module):
             self.add_module(f"upconv_block{i}", block)
         self.conv_block_out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ch[4], 3, kernel_size=7))
 
-    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+    @property
+    def trunk_radius(self) -> int:
+        """Receptive radius (latents) of :meth:`trunk`: init conv + two 3x3 convs per block."""
+        return 1 + 2 * self.n_residual_blocks
+
+    def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """Latent-resolution part: init block, residual blocks and the global skip."""
         head = self.conv_block_init(y_hat)
         x = head
         for i in range(self.n_residual_blocks):
             x = getattr(self, f"resblock_{i}")(x)
-        x = x + head
+        return x.add_(head) if torch.is_inference_mode_enabled() else x + head
+
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features -> model-space image (x16): the upconv blocks and the output conv."""
         for i in range(1, 5):
             x = getattr(self, f"upconv_block{i}")(x)
         return self.conv_block_out(x)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.trunk(y_hat))
+
+
+class GdnEncoder(nn.Module):
+    """transform "gdn": (N, 3, H, W) -> (N, C, H/16, W/16). Four 5x5 stride-2 convolutions (zero pad 2)
+    with GDN after the first three; widths ``encoder_channels[1:4]`` then C."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        widths = (3, *config.encoder_channels[1:4], config.latent_channels)
+        layers: list[nn.Module] = []
+        for i in range(4):
+            layers.append(nn.Conv2d(widths[i], widths[i + 1], kernel_size=5, stride=2, padding=2))
+            if i < 3:
+                layers.append(GDN(widths[i + 1]))
+        self.transform = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform(x)
+
+
+class GdnGenerator(nn.Module):
+    """transform "gdn": (N, C, h, w) -> (N, 3, 16h, 16w). The encoder's mirror: four 5x5 stride-2
+    transposed convolutions (padding 2, output padding 1) with IGDN after the first three. It has no
+    latent-resolution trunk (``trunk`` is the identity), so tiles need only the upsampling halo."""
+
+    trunk_radius = 0
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        widths = (config.latent_channels, *config.encoder_channels[3:0:-1], 3)
+        layers: list[nn.Module] = []
+        for i in range(4):
+            layers.append(
+                nn.ConvTranspose2d(widths[i], widths[i + 1], kernel_size=5, stride=2, padding=2, output_padding=1)
+            )
+            if i < 3:
+                layers.append(GDN(widths[i + 1], inverse=True))
+        self.transform = nn.Sequential(*layers)
+
+    def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return y_hat
+
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform(x)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.transform(y_hat)
 
 
 class HyperpriorDensity(nn.Module):
@@ -273,8 +333,9 @@ class HificModel(nn.Module):
     def __init__(self, config: ArchConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else ArchConfig()
-        self.Encoder = Encoder(self.config)
-        self.Generator = Generator(self.config)
+        gdn = self.config.transform == "gdn"
+        self.Encoder = GdnEncoder(self.config) if gdn else Encoder(self.config)
+        self.Generator = GdnGenerator(self.config) if gdn else Generator(self.config)
         self.Hyperprior = Hyperprior(self.config)
 
     # -- sizes -------------------------------------------------------------------------------------

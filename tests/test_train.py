@@ -129,6 +129,24 @@ def test_gan_stage_warm_starts_and_lowers_the_loss(images: Path, tmp_path: Path,
                            start["Encoder.conv_block1.1.weight"])  # trained on from the base weights
 
 
+def test_mixed_precision_path_trains_both_stages_on_cpu(images: Path, tmp_path: Path, capsys) -> None:
+    """``--amp bf16`` runs the autocast code that CUDA runs by default (no GPU needed): the rates stay in
+    float32, the loss falls, the GAN stage's D and G losses are finite."""
+    base, gan = tmp_path / "bf16-base", tmp_path / "bf16-gan"
+    code, err = run_cli(["-q", "train", str(images), *FAST, "--steps", "20", "--out", str(base), "--perceptual",
+                         "none", "--overfit", "--lr", "2e-3", "--log-every", "1", "--save-every", "0",
+                         "--amp", "bf16"], capsys)
+    assert code == 0, err
+    records = log_records(base)
+    first, last = early_late([r["loss"] for r in records])
+    assert last < 0.8 * first and all(r["bpp"] > 0 for r in records)
+    code, err = run_cli(["-q", "train", str(images), *FAST, "--stage", "gan", "--init", str(base), "--steps", "4",
+                         "--out", str(gan), "--perceptual", "none", "--log-every", "1", "--save-every", "0",
+                         "--amp", "bf16"], capsys)
+    assert code == 0, err
+    assert all(r["d_loss"] > 0 and r["g_loss"] > 0 and r["loss"] < 1e6 for r in log_records(gan))
+
+
 def test_resume_equals_an_uninterrupted_run(base_run: Path, images: Path, tmp_path: Path, capsys) -> None:
     # with ST-LPIPS on random 64 px windows when available: the windows must replay too
     lpips = ["stlpips-alex", "--perceptual-crop", "64"] if has_stlpips() else ["none"]

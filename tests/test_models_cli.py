@@ -212,3 +212,31 @@ def test_encode_with_missing_model_offline_says_how_to_import(cache_env: dict[st
     assert result.returncode == 4
     assert "offline" in result.stderr and "hific models import hific-high FILE" in result.stderr
     assert not (tmp_path / "in.hfc").exists()
+
+
+def test_parallel_decode_downloads_the_files_model_once(
+    cache_env: dict[str, str], port_file: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """decode -j: the model named in the headers is fetched once, in the parent with its progress shown
+    (workers show none), before the workers start."""
+    from model_fixtures import sample_image
+
+    monkeypatch.setenv("HIFIC_CACHE_DIR", cache_env["HIFIC_CACHE_DIR"])
+    assert run_main(capsys, "models", "import", "hific-med", str(port_file))[0] == 0
+    names = []
+    for i in range(3):
+        sample_image(48, 40, seed=i).save(tmp_path / f"in{i}.png")
+        names.append(str(tmp_path / f"in{i}.hfc"))
+        assert run_main(capsys, "encode", "-m", "hific-med", str(tmp_path / f"in{i}.png"), "-o", names[-1])[0] == 0
+    assert run_main(capsys, "models", "rm", "hific-med")[0] == 0
+    with ModelServer() as server:
+        server.add_file("hific_med.pt", port_file.read_bytes())
+        monkeypatch.setenv("HIFIC_OFFLINE", "0")
+        monkeypatch.setenv("HIFIC_MODEL_BASE_URL", server.base_url)
+        (tmp_path / "out").mkdir()
+        monkeypatch.setattr("hificli.cli.decode.show_progress", lambda: True)  # as on a terminal
+        code, _, err = run_main(capsys, "decode", *names, "-j", "2", "-o", str(tmp_path / "out"))
+        assert code == 0, err
+        assert len(server.file_requests("hific_med.pt")) == 1
+        assert err.count("downloading hific-med") == 1
+    assert all((tmp_path / "out" / f"in{i}.png").exists() for i in range(3))

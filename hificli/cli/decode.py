@@ -51,10 +51,33 @@ def command(
     loader = ModelLoader(
         offline, cache_dir, make_tiling(tile, max_memory, workers), progress=workers == 1 and show_progress()
     )
+    if workers > 1:
+        fetch_models_once(inputs, model, offline, cache_dir)
     job = DecodeJob(targets, force, model, loader)
     prepare = job.prepare if model else None
     code = run_batch(list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare)
     sys.exit(code) if code else None
+
+
+def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool | None, cache_dir: str | None) -> None:
+    """Before -j workers start: download, here and with progress, any registry model the inputs need
+    (``model`` or each readable file's header). Workers would otherwise wait silently on the cache lock
+    while one of them fetches it. Failures are left to the workers, which report them per file."""
+    from hificli import container
+    from hificli.errors import HificError
+    from hificli.zoo.resolve import resolve_model
+
+    names = {model} if model else set()
+    for path in () if model else inputs:
+        try:
+            names.add(container.read_file(path).header.model_id)
+        except (OSError, HificError):
+            continue
+    for name in sorted(names):
+        try:
+            resolve_model(name, offline=offline, cache_dir=cache_dir, progress=show_progress())
+        except HificError:
+            continue
 
 
 @dataclass

@@ -56,10 +56,11 @@ def _grouping(idx: np.ndarray, table: CdfTable) -> tuple[np.ndarray, np.ndarray,
     """(order, symbols per row [K], group bounds per row [K + 1]) of the stable grouping by row."""
     flat = _small(idx, table.num_rows)
     order = np.argsort(flat, kind="stable")
-    counts = np.bincount(flat, minlength=table.num_rows)
-    bounds = np.zeros(table.num_rows + 1, dtype=np.intp)
-    np.cumsum(counts, out=bounds[1:])
-    return order, counts, bounds
+    # Group starts by binary search in the sorted rows (whose dtype holds every row number): about 2x
+    # faster than np.bincount, which first widens small dtypes.
+    starts = np.searchsorted(flat[order], np.arange(table.num_rows, dtype=flat.dtype))
+    bounds = np.append(starts, flat.size).astype(np.intp, copy=False)
+    return order, np.diff(bounds), bounds
 
 
 def _per_symbol(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -95,12 +96,13 @@ def encode_symbols(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) ->
     n = _per_symbol(table.lengths - 1, counts)
     if sym.dtype == np.int32 and -_SAFE_INT32 <= lo and hi <= _SAFE_INT32:  # noqa: SIM300
         v = sym.reshape(-1)[order] - offsets  # |offsets| <= 2**24: no int32 overflow
-        # One unsigned comparison finds both sides: negative values wrap to huge unsigned ones.
-        escaped = v.view(np.uint32) >= n.view(np.uint32)
+        # Unsigned, negative values wrap to huge numbers: one minimum maps both sides to the escape bin.
+        coded = np.minimum(v.view(np.uint32), n.view(np.uint32)).view(np.int32)
+        escaped = coded == n
     else:
         v = sym.reshape(-1)[order].astype(np.int64) - offsets
         escaped = (v < 0) | (v >= n)
-    coded = np.where(escaped, n, v).astype(np.int32, copy=False)
+        coded = np.where(escaped, n, v).astype(np.int32, copy=False)
 
     coder = stream.stack.AnsCoder()
     if escaped.any():

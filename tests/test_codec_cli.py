@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,31 @@ def test_summary_table_reports_real_bpp(tmp_path: Path, tiny: Path, capsys) -> N
     assert f"{8 * size / (96 * 64):.3f}" in err
     code, _, err = run(["-q", "encode", str(src), "-m", str(tiny), "-f"], capsys)
     assert code == 0 and err == ""
+
+
+def test_summary_time_leaves_out_model_loading(tmp_path: Path, capsys, monkeypatch) -> None:
+    """decode loads the model named by the first file's header inside that file's job; the time column
+    reports the decoding alone (as encode's, whose model loads before any file)."""
+    import re
+
+    import hificli.api
+
+    src = tmp_path / "a.png"
+    sample_image(96, 64).save(src)
+    code, _, err = run(["encode", str(src)], capsys)
+    assert code == 0, err  # the embedded default model
+    real_load = hificli.api.load_model
+
+    def slow_load(*args, **kwargs):
+        time.sleep(1.5)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(hificli.api, "load_model", slow_load)
+    start = time.perf_counter()
+    code, _, err = run(["decode", str(tmp_path / "a.hfc"), "-o", str(tmp_path / "b.png")], capsys)
+    assert code == 0 and time.perf_counter() - start >= 1.5, err
+    seconds = [float(t) for t in re.findall(r"(\d+\.\d+)s\b", err)]
+    assert len(seconds) == 1 and seconds[0] < 1.5, err
 
 
 def test_grayscale_decodes_to_grayscale(tmp_path: Path, tiny: Path, capsys) -> None:

@@ -104,11 +104,13 @@ class DecodeJob:
         in_bytes = len(raw)
         hfc = container.unpack(raw)
         header = hfc.header
+        loading = self.models.load_seconds
         codec_model = self.models.get(self.model or header.model_id)
+        loading = self.models.load_seconds - loading
         y_hat = decode_latents(hfc, codec_model)
         del raw, hfc
         pixels = codec_model.synthesise(y_hat, header.width, header.height)
         del y_hat
         data = encode_image(to_pil(pixels, header), fmt, header.icc_profile)
         fileio.write_output(target, data, self.force)
-        return JobResult(path, target, in_bytes, len(data), header.width, header.height)
+        return JobResult(path, target, in_bytes, len(data), header.width, header.height, model_seconds=loading)

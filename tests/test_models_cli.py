@@ -77,7 +77,7 @@ def test_models_list_is_offline_and_torch_free(cache_env: dict[str, str]) -> Non
     for name, bpp in (("hific-low", "0.14"), ("hific-med", "0.30"), ("hific-high", "0.45")):
         row = next(line for line in lines if line.startswith(name + " "))
         assert f"{bpp} bpp" in row and "not installed" in row and "~2.2 GB" in row and "Zenodo" in row
-    assert "hific-small" in table and f"cache: {cache_env['HIFIC_CACHE_DIR']}" in table
+    assert "hific-compact" in table and f"cache: {cache_env['HIFIC_CACHE_DIR']}" in table
 
 
 def test_list_same_as_models_and_json(cache_env: dict[str, str]) -> None:
@@ -156,7 +156,7 @@ def test_error_exit_codes(cache_env: dict[str, str], tmp_path: Path, capsys) -> 
     junk.write_bytes(b"PK\x03\x04 but not really a zip")
     code, _, err = run_main(capsys, "models", "import", "junk", str(junk))
     assert code == 4 and err.startswith("error: ")
-    assert run_main(capsys, "models", "rm", "hific-small")[0] == 4
+    assert run_main(capsys, "models", "rm", "hific-compact")[0] == 4
     assert run_main(capsys, "models", "rm", "never-heard-of")[0] == 4
     assert run_main(capsys, "models", "verify", "hific-high")[0] == 4
     assert run_main(capsys, "models", "verify")[0] == 0  # nothing installed, nothing wrong

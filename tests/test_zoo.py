@@ -63,7 +63,7 @@ def leftovers(root: Path) -> list[str]:
 
 
 def test_registry_table() -> None:
-    assert registry.names() == ["hific-small", "hific-low", "hific-med", "hific-high"]
+    assert registry.names() == ["hific-compact", "hific-low", "hific-med", "hific-high"]
     high = registry.get("hific-high")
     assert high.remote_file == "hific_hi.pt" and high.target_bpp == 0.45
     assert registry.get("hific-low").target_bpp == 0.14 and registry.get("hific-med").target_bpp == 0.30
@@ -71,7 +71,7 @@ def test_registry_table() -> None:
         "https://zenodo.org/record/4026003/files/hific_hi.pt?download=1"
     )
     assert registry.records_api_url("https://m.example/") == "https://m.example/api/records/4026003"
-    assert registry.get("hific-small").embedded and not high.embedded
+    assert registry.get("hific-compact").embedded and not high.embedded
     assert all("Apache-2.0" in e.license for e in registry.MODELS)
     assert all(e.approx_download > 2e9 for e in registry.MODELS if e.remote_file)
     with pytest.raises(UnknownModelError, match="hific-low, hific-med"):
@@ -344,7 +344,7 @@ def test_import_weights_and_run_dir(env: Path, tmp_path: Path) -> None:
     assert same.weights.read_bytes() == (tmp_path / "s.safetensors").read_bytes()  # copied as is
     assert resolve_model("my-run") == result.weights
     with pytest.raises(ModelUnavailableError, match="built into hific"):
-        download.import_model("hific-small", newer)
+        download.import_model("hific-compact", newer)
 
 
 def test_import_rejects_other_files(env: Path, tmp_path: Path) -> None:
@@ -402,15 +402,11 @@ def test_resolve_paths(env: Path, tmp_path: Path) -> None:
 def test_resolve_errors(env: Path) -> None:
     with pytest.raises(UnknownModelError) as info:
         resolve_model("no-such-model")
-    assert "hific-med" in info.value.hint and "hific-small" in info.value.hint
+    assert "hific-med" in info.value.hint and "hific-compact" in info.value.hint
     with pytest.raises(ModelUnavailableError) as info:
         resolve_model("hific-med", offline=True)
     assert "offline" in info.value.message and "hific models import hific-med FILE" in info.value.hint
-    if registry.embedded_path(registry.get("hific-small")) is None:
-        with pytest.raises(ModelUnavailableError, match="not built yet"):
-            resolve_model("hific-small")
-    else:
-        assert resolve_model("hific-small").name == "hific-small.safetensors"
+    assert resolve_model("hific-compact").name == "hific-compact.safetensors"  # shipped in the package
 
 
 def test_resolve_pulls_on_first_use(env: Path, server: ModelServer, port_ckpt: bytes, monkeypatch) -> None:

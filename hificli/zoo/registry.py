@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hificli.errors import UnknownModelError
 
-DEFAULT_MODEL = "hific-small"
+DEFAULT_MODEL = "hific-compact"
 DEFAULT_BASE_URL = "https://zenodo.org"
 BASE_URL_ENV = "HIFIC_MODEL_BASE_URL"
 ZENODO_RECORD = "4026003"
@@ -55,8 +55,9 @@ class ModelEntry:
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
         name=DEFAULT_MODEL,
-        target_bpp=0.25,
-        description="small HiFiC (6.9 M parameters) trained by this project on 2 CPU cores; the default, offline",
+        target_bpp=0.2,
+        description="compact HiFiC-style codec (GDN transforms, 2.8 M parameters) trained by this project on "
+        "2 CPU cores; the default, offline",
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",

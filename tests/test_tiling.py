@@ -196,7 +196,9 @@ def test_generator_tiles_have_no_visible_seams(network, pixels, monkeypatch) -> 
     monkeypatch.setattr(tiling, "UPSAMPLE_HALO", 0)
     monkeypatch.setattr(type(network.Generator), "trunk_radius", 0)
     seamed = tiling.generate_image(network, y_hat, WIDTH - 5, HEIGHT - 3, tiling.Tiling(tile=64))
-    assert psnr(seamed, reference) < 50 and np.abs(seamed.astype(int) - reference).max() > 8
+    # (the tiny GDN model's random output is mostly clipped to black, which hides part of its seams)
+    limit = 45 if network.config.transform == "hific" else 50
+    assert psnr(seamed, reference) < limit and np.abs(seamed.astype(int) - reference).max() > 8
 
 
 def test_memory_budget_tiles_give_the_same_image(network, pixels, monkeypatch) -> None:

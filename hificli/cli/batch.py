@@ -131,6 +131,39 @@ class ModelLoader:
         return {**self.__dict__, "_models": {}, "progress": False}
 
 
+@dataclass
+class ModelJob:
+    """What the encode and decode jobs share (picklable, for -j workers): each input's output path,
+    --force, the -m model (None: the default, or the file's for decode) and the per-process loader."""
+
+    targets: dict[str, str]
+    force: bool
+    model: str | None
+    models: ModelLoader
+
+    def prepare(self) -> None:
+        """Load the -m model once per worker, before its first file."""
+        self.models.get(self.model)
+
+    def load(self, name: str | None) -> tuple[Any, float]:
+        """The model ``name`` and the seconds spent loading it now (0 once it is loaded): a job reports
+        them as ``JobResult.model_seconds`` so that the summary's time column leaves them out."""
+        before = self.models.load_seconds
+        model = self.models.get(name)
+        return model, self.models.load_seconds - before
+
+    def write_image(self, target: str, pixels: Any, header: Any) -> int:
+        """Write decoded ``pixels`` to ``target`` (format by extension, the header's ICC profile kept);
+        returns the bytes written."""
+        from hificli import fileio
+        from hificli.codec import to_pil
+        from hificli.imageio import encode_image, output_format
+
+        data = encode_image(to_pil(pixels, header), output_format(target), header.icc_profile)
+        fileio.write_output(target, data, self.force)
+        return len(data)
+
+
 # ---------------------------------------------------------------------------------------------- workers
 
 _job: Callable[[str], JobResult] | None = None

@@ -9,6 +9,7 @@ import click
 
 from hificli.cli.batch import (
     JobResult,
+    ModelJob,
     ModelLoader,
     effective_jobs,
     make_tiling,
@@ -81,36 +82,25 @@ def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool 
 
 
 @dataclass
-class DecodeJob:
-    """Decode one input (picklable, for -j workers). The model is the file's unless ``model`` is set."""
-
-    targets: dict[str, str]
-    force: bool
-    model: str | None
-    models: ModelLoader
-
-    def prepare(self) -> None:
-        self.models.get(self.model)
+class DecodeJob(ModelJob):
+    """Decode one input with the model named in its header, or with ``model`` when set."""
 
     def __call__(self, path: str) -> JobResult:
         from hificli import container, fileio
-        from hificli.codec import decode_latents, to_pil
-        from hificli.imageio import encode_image, output_format
+        from hificli.codec import decode_latents
+        from hificli.imageio import output_format
 
         target = self.targets[path]
-        fmt = output_format(target)
+        output_format(target)  # an unknown extension fails before any work
         fileio.check_writable(target, self.force)
         raw = fileio.read_input(path)
         in_bytes = len(raw)
         hfc = container.unpack(raw)
         header = hfc.header
-        loading = self.models.load_seconds
-        codec_model = self.models.get(self.model or header.model_id)
-        loading = self.models.load_seconds - loading
+        codec_model, loading = self.load(self.model or header.model_id)
         y_hat = decode_latents(hfc, codec_model)
         del raw, hfc
         pixels = codec_model.synthesise(y_hat, header.width, header.height)
         del y_hat
-        data = encode_image(to_pil(pixels, header), fmt, header.icc_profile)
-        fileio.write_output(target, data, self.force)
-        return JobResult(path, target, in_bytes, len(data), header.width, header.height, model_seconds=loading)
+        out_bytes = self.write_image(target, pixels, header)
+        return JobResult(path, target, in_bytes, out_bytes, header.width, header.height, model_seconds=loading)

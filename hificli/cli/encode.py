@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 
 from hificli.cli.batch import (
     JobResult,
+    ModelJob,
     ModelLoader,
     effective_jobs,
     make_tiling,
@@ -64,7 +65,7 @@ def command(
     if workers > 1 and loaded.path is not None:  # workers load the resolved file, without downloading
         name, loader = str(loaded.path), ModelLoader(True, cache_dir, loader.tiling)
     del loaded
-    job = EncodeJob(targets, recon_targets, force, name, loader)
+    job = EncodeJob(targets, force, name, loader, recon_targets=recon_targets)
     code = run_batch(
         list(inputs), job, verb="encoding", hfc_is_output=True, jobs=workers, prepare=job.prepare
     )
@@ -72,37 +73,26 @@ def command(
 
 
 @dataclass
-class EncodeJob:
-    """Encode one input (picklable, for -j workers)."""
+class EncodeJob(ModelJob):
+    """Encode one input; with ``recon_targets``, also write its reconstruction."""
 
-    targets: dict[str, str]
-    recon_targets: dict[str, str]
-    force: bool
-    model: str | None
-    models: ModelLoader
-
-    def prepare(self) -> None:
-        self.models.get(self.model)
+    recon_targets: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, path: str) -> JobResult:
         from hificli import fileio
-        from hificli.codec import decode_file, encode_source, to_pil
-        from hificli.imageio import encode_image, output_format, read_image
+        from hificli.codec import decode_file, encode_source
+        from hificli.imageio import read_image
 
         target = self.targets[path]
-        fileio.check_writable(target, self.force)
-        if path in self.recon_targets:
-            fileio.check_writable(self.recon_targets[path], self.force)
+        recon_target = self.recon_targets.get(path)
+        for out in (target, recon_target) if recon_target else (target,):
+            fileio.check_writable(out, self.force)
         raw = fileio.read_input(path)
         source = read_image(raw)
-        codec_model = self.models.get(self.model)
+        codec_model, loading = self.load(self.model)
         data = encode_source(source, codec_model)
         fileio.write_output(target, data, self.force)
-        if path in self.recon_targets:
-            recon_path = self.recon_targets[path]
-            pixels, header = decode_file(data, codec_model)
-            image_bytes = encode_image(to_pil(pixels, header), output_format(recon_path), header.icc_profile)
-            fileio.write_output(recon_path, image_bytes, self.force)
-        return JobResult(
-            path, target, len(raw), len(data), source.width, source.height, warnings=source.warnings
-        )
+        if recon_target:
+            self.write_image(recon_target, *decode_file(data, codec_model))
+        return JobResult(path, target, len(raw), len(data), source.width, source.height,
+                         warnings=source.warnings, model_seconds=loading)

@@ -57,7 +57,7 @@ MODELS: tuple[ModelEntry, ...] = (
         name=DEFAULT_MODEL,
         target_bpp=0.2,
         description="compact HiFiC-style codec (GDN transforms, 2.8 M parameters) trained by this project on "
-        "2 CPU cores; the default, offline",
+        "2 CPU cores, about 0.3 bpp on photos; the default, offline",
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",

@@ -19,20 +19,28 @@ def load_model(
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
+    half: bool = False,
 ) -> CodecModel:
     """Load a model by registry name (pulling it on first use unless offline), weights file, port
-    checkpoint (.pt) or training run directory. ``None`` loads the embedded default."""
+    checkpoint (.pt) or training run directory. ``None`` loads the embedded default.
+
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) and ``half`` say where and how the float transforms
+    run (:meth:`CodecModel.place`). A file decodes to the same latents on every device; the symbols an
+    encoder writes follow its float latents, which can differ slightly between devices."""
     from hificli import weights
     from hificli.codec import CodecModel
+    from hificli.device import resolve_device
     from hificli.zoo.registry import DEFAULT_MODEL
     from hificli.zoo.resolve import resolve_model
 
+    device = resolve_device(device)  # an unavailable device fails before any loading
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     path = resolve_model(name, offline=offline, cache_dir=cache_dir, progress=progress)
     if weights.is_port_checkpoint(path):
-        return _from_port_checkpoint(Path(path))
+        return _from_port_checkpoint(Path(path)).place(device, half=half)
     network, z_table, y_table, info = weights.load_weights(path)
-    return CodecModel(network, z_table, y_table, info, Path(path))
+    return CodecModel(network, z_table, y_table, info, Path(path)).place(device, half=half)
 
 
 def _from_port_checkpoint(path: Path) -> CodecModel:

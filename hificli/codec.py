@@ -58,12 +58,30 @@ class CodecModel:
     info: WeightsInfo
     path: Path | None = None
     tiling: Tiling = field(default_factory=Tiling)
+    #: Where the float transforms run (see :meth:`place`); the exact path always runs on the CPU.
+    device: str = "cpu"
+    #: The generator's autocast dtype name under ``--half`` ("bfloat16", "float16"), else None.
+    half: str | None = None
 
     def __post_init__(self) -> None:
         from hificli.entropy.exact import ExactHyperSynthesis
 
         hyper = self.network.Hyperprior
         self.exact: ExactHyperSynthesis = ExactHyperSynthesis(hyper.synthesis_mu, hyper.synthesis_std)
+
+    def place(self, device: str = "cpu", *, half: bool = False) -> CodecModel:
+        """Move the float transforms to ``device`` (``auto``, ``cpu``, ``cuda[:N]``; hificli.device);
+        ``half``: the generator runs under bf16/fp16 autocast (decoded latents are unchanged: they come
+        from the integer path; the encoder stays fp32, so files are unchanged too)."""
+        from hificli import device as devices
+
+        name = devices.resolve_device(device)
+        devices.prepare(name)
+        if name != self.device:
+            self.network.to(name)
+        self.device = name
+        self.half = str(devices.half_dtype(name)).removeprefix("torch.") if half else None
+        return self
 
     @property
     def model_id(self) -> str:
@@ -96,9 +114,12 @@ class CodecModel:
 
     def synthesise(self, y_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
         """Latents -> uint8 (height, width, 3) reconstruction, in tiles."""
+        import torch
+
         from hificli import tiling
 
-        return tiling.generate_image(self.network, y_hat, width, height, self.tiling)
+        half = getattr(torch, self.half) if self.half else None
+        return tiling.generate_image(self.network, y_hat, width, height, self.tiling, half=half)
 
 
 def _pad(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -226,6 +247,7 @@ def estimate_bits(source: SourceImage, model: CodecModel) -> dict[str, float]:
 
     pw, ph = padded_size(source.width, source.height)
     y, z_hat = model.analyse(_pad(source.pixels, pw, ph))
+    y, z_hat = y.to(model.device), z_hat.to(model.device)
     hyper = model.network.Hyperprior
     with torch.inference_mode():
         mu, scale = hyper.synthesis(z_hat)

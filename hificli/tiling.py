@@ -337,6 +337,12 @@ def release_freed_memory() -> None:
 
 
 
+def network_device(network: HificModel) -> torch.device:
+    """Where the network's float transforms run (its parameters' device); stage outputs come back to
+    the CPU, where the exact hyper-synthesis and the entropy coder work."""
+    return next(network.parameters()).device
+
+
 def encode_latents(network: HificModel, pixels: np.ndarray, tiling: Tiling) -> torch.Tensor:
     """uint8 (H, W, 3) image, sides multiples of 64 -> y, float32 (1, C, H/16, W/16)."""
     import numpy as np
@@ -348,10 +354,11 @@ def encode_latents(network: HificModel, pixels: np.ndarray, tiling: Tiling) -> t
     tiles = stage_plan("encoder", network, tiling, grid, unit_px=LATENT, halo=ENCODER_HALO,
                        latent_positions=positions)
     y = torch.empty((1, network.config.latent_channels, *grid), dtype=torch.float32)
+    device = network_device(network)
     with torch.inference_mode():
         for tile in tiles:
             r0, r1, c0, c1 = (v * LATENT for v in tile.window)
-            window = torch.from_numpy(np.array(pixels[r0:r1, c0:c1]))  # a copy: inputs may be read-only
+            window = torch.from_numpy(np.array(pixels[r0:r1, c0:c1])).to(device)  # a copy: may be read-only
             x = window.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
             del window
             out = network.encode_latents(network.preprocess(x))
@@ -374,9 +381,10 @@ def analyse_hyper(network: HificModel, y: torch.Tensor, tiling: Tiling) -> torch
     tiles = stage_plan("analysis", network, tiling, grid, unit_px=LATENT * HYPER, halo=ANALYSIS_HALO,
                        latent_positions=y.shape[2] * y.shape[3])
     z_hat = torch.empty((1, network.config.hyper_channels, *grid), dtype=torch.float32)
+    device = network_device(network)
     with torch.inference_mode():
         for tile in tiles:
-            z = network.Hyperprior.analysis(_window(y, tile, HYPER))
+            z = network.Hyperprior.analysis(_window(y, tile, HYPER).to(device))
             _crop_into(z_hat, tile, torch.floor(z + 0.5))
     release_freed_memory()
     return z_hat
@@ -412,9 +420,11 @@ def hyper_parameters(
 
 
 def generate_image(
-    network: HificModel, y_hat: torch.Tensor, width: int, height: int, tiling: Tiling
+    network: HificModel, y_hat: torch.Tensor, width: int, height: int, tiling: Tiling,
+    *, half: torch.dtype | None = None,
 ) -> np.ndarray:
-    """Latents (1, C, h, w) -> uint8 (height, width, 3), the generator run in fused trunk/upsample tiles."""
+    """Latents (1, C, h, w) -> uint8 (height, width, 3), the generator run in fused trunk/upsample tiles
+    on the network's device; ``half``: under autocast to that dtype (pixels change by rounding only)."""
     import numpy as np
     import torch
 
@@ -425,11 +435,13 @@ def generate_image(
                        latent_positions=positions)
     trunk, upsample = network.Generator.trunk, network.Generator.upsample
     out = np.empty((height, width, 3), dtype=np.uint8)
-    with torch.inference_mode():
+    device = network_device(network)
+    autocast = torch.autocast(device.type, dtype=half, enabled=half is not None)
+    with torch.inference_mode(), autocast:
         for tile in outer:
             # Trunk features, valid on the core plus the upsampling halo (clipped to the image).
             valid = plan(tile.core, grid, halo=UPSAMPLE_HALO)[0].window
-            full = trunk(_window(y_hat, tile))
+            full = trunk(_window(y_hat, tile).to(device))
             held = full.numel() * full.element_size()
             vr, vc = valid[0] - tile.window[0], valid[2] - tile.window[2]
             features = full[..., vr : vr + valid[1] - valid[0], vc : vc + valid[3] - valid[2]]
@@ -438,7 +450,7 @@ def generate_image(
             for sub in inner:
                 w = sub.window
                 local = features[..., w[0] - valid[0] : w[1] - valid[0], w[2] - valid[2] : w[3] - valid[2]]
-                x = network.postprocess(upsample(local))
+                x = network.postprocess(upsample(local).float())
                 _write_pixels(out, sub, _crop(x, sub, LATENT))
             del full, features
     release_freed_memory()
@@ -455,5 +467,5 @@ def _write_pixels(out: np.ndarray, tile: Tile, x: torch.Tensor) -> None:
     if h <= 0 or w <= 0:
         return
     x = x[0, :, :h, :w].mul(255.0).add_(0.5).floor_().clamp_(0, 255)
-    out[top : top + h, left : left + w] = x.to(torch.uint8).permute(1, 2, 0).numpy()
+    out[top : top + h, left : left + w] = x.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 

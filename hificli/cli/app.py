@@ -28,6 +28,14 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
                 4 model unavailable or mismatched, 5 output exists (use -f), 130 interrupted.
     """
     ctx.obj = Settings(verbose=verbose, quiet=quiet and not verbose)
+    if ctx.invoked_subcommand in INFERENCE_COMMANDS:
+        from hificli.device import set_passive_wait_policy
+
+        set_passive_wait_policy()  # before torch is imported: idle OpenMP threads sleep, not spin
+
+
+#: Commands whose (worker) processes get OMP_WAIT_POLICY=PASSIVE unless the user set a policy.
+INFERENCE_COMMANDS = ("encode", "decode", "eval")
 
 
 def _register_commands() -> None:

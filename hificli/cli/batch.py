@@ -38,6 +38,8 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
     #: Time spent loading a model during this job; the summary's time column leaves it out.
     model_seconds: float = 0.0
+    threads: int = 0  #: torch threads of the process that coded the file, for -v
+    device: str = ""  #: where the job's networks ran (hificli.device), for -v
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -111,6 +113,8 @@ class ModelLoader:
     cache_dir: str | None
     tiling: Tiling
     progress: bool = False
+    device: str = "cpu"  #: hificli.device name (``auto`` resolves in each process)
+    half: bool = False
     load_seconds: float = 0.0  #: total time spent loading models in this process
     _models: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -121,7 +125,8 @@ class ModelLoader:
         key = name or DEFAULT_MODEL
         if key not in self._models:
             start = time.perf_counter()
-            model = load_model(key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress)
+            model = load_model(key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress,
+                               device=self.device, half=self.half)
             model.tiling = self.tiling
             self._models[key] = model
             self.load_seconds += time.perf_counter() - start
@@ -181,12 +186,14 @@ def _on_sigint(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
 
-def _init_worker(job: Callable[[str], JobResult], jobs: int, prepare: Callable[[], Any] | None) -> None:
-    import torch
+def _init_worker(
+    job: Callable[[str], JobResult], jobs: int, prepare: Callable[[], Any] | None, threads: int | None
+) -> None:
+    from hificli.device import apply_threads
 
     global _job
     signal.signal(signal.SIGINT, _on_sigint)
-    torch.set_num_threads(max(1, torch.get_num_threads() // jobs))
+    apply_threads(jobs, threads)  # the cores divided among the workers, or --threads each
     _job = job
     if prepare is not None:
         prepare()
@@ -207,14 +214,21 @@ def _timed(job: Callable[[str], JobResult], path: str) -> JobResult:
     start = time.perf_counter()
     result = job(path)
     result.seconds = time.perf_counter() - start - result.model_seconds
+    torch = sys.modules.get("torch")  # the threads this process ran with (whatever the job reported)
+    result.threads = torch.get_num_threads() if torch is not None else result.threads
     return result
 
 
 def _outcomes(
-    inputs: Sequence[str], job: Callable[[str], JobResult], jobs: int, prepare: Callable[[], Any] | None
+    inputs: Sequence[str], job: Callable[[str], JobResult], jobs: int, prepare: Callable[[], Any] | None,
+    threads: int | None = None,
 ) -> Iterator[tuple[str, JobResult | BaseException]]:
     """(path, result or the HificError/OSError it raised), in input order."""
     if jobs <= 1:
+        if threads:
+            from hificli.device import apply_threads
+
+            apply_threads(1, threads)
         for path in inputs:
             try:
                 yield path, _timed(job, path)
@@ -227,7 +241,7 @@ def _outcomes(
 
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(job, jobs, prepare)
+        jobs, mp_context=context, initializer=_init_worker, initargs=(job, jobs, prepare, threads)
     )
     try:
         with _sigint_ignored():  # workers start with SIGINT ignored until _init_worker sets theirs
@@ -281,11 +295,13 @@ def run_batch(
     hfc_is_output: bool,
     jobs: int = 1,
     prepare: Callable[[], Any] | None = None,
+    threads: int | None = None,
 ) -> int:
     """Run ``job`` on every input; return the exit code (0, or the first failure's code).
 
     ``jobs > 1``: in that many worker processes (``job`` and ``prepare`` must be picklable; ``prepare``
-    runs once per worker, e.g. to load the model). Results and errors are reported in input order.
+    runs once per worker, e.g. to load the model), each with ``threads`` torch threads (default: the
+    cores divided among them). Results and errors are reported in input order.
     """
     opts = settings()
     show_progress = len(inputs) > 1 and not opts.quiet and sys.stderr.isatty()
@@ -306,7 +322,7 @@ def run_batch(
         progress.start()
         task = progress.add_task(verb, total=len(inputs), name=inputs[0] if inputs else "")
     try:
-        for index, (path, outcome) in enumerate(_outcomes(inputs, job, jobs, prepare)):
+        for index, (path, outcome) in enumerate(_outcomes(inputs, job, jobs, prepare, threads)):
             if isinstance(outcome, JobResult):
                 results.append(outcome)
                 for warning in outcome.warnings if not opts.quiet else ():
@@ -325,10 +341,23 @@ def run_batch(
             progress.stop()
     if results and not opts.quiet:
         print_summary(results, hfc_is_output=hfc_is_output)
+    if results and opts.verbose:
+        print_compute(results, jobs)
     failed = len(inputs) - len(results)
     if failed and len(inputs) > 1:
         print_file_error("summary", f"{failed} of {len(inputs)} files failed")
     return exit_code
+
+
+def print_compute(results: Sequence[JobResult], jobs: int) -> None:
+    """With -v: where the jobs ran, e.g. ``compute: cpu, 2 processes x 1 thread, OMP_WAIT_POLICY=PASSIVE``
+    (thread counts as the workers saw them)."""
+    devices = ", ".join(sorted({r.device for r in results if r.device})) or "?"
+    counts = "/".join(str(n) for n in sorted({r.threads for r in results}))
+    plural = "s" if counts != "1" else ""
+    processes = f"{jobs} processes x " if jobs > 1 else ""
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    stderr_console().print(f"compute: {devices}, {processes}{counts} thread{plural}, OMP_WAIT_POLICY={policy}")
 
 
 def _size(n: int) -> str:

@@ -19,6 +19,7 @@ from hificli.cli.batch import (
     show_progress,
 )
 from hificli.cli.common import verbosity_options
+from hificli.cli.deviceopts import device_options
 from hificli.cli.modelopts import model_options
 
 
@@ -28,6 +29,7 @@ from hificli.cli.modelopts import model_options
 @click.option("-m", "--model", metavar="NAME|PATH", help="Decode with these weights instead of the file's model.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @performance_options
+@device_options
 @model_options
 @verbosity_options
 def command(
@@ -40,6 +42,9 @@ def command(
     jobs: int,
     tile: int | None,
     max_memory: int,
+    device: str,
+    half: bool,
+    threads: int | None,
 ) -> None:
     """Decompress .hfc files into images (PNG by default; .jpg/.webp/.tif by the -o extension).
 
@@ -47,16 +52,22 @@ def command(
     photo.hfc -> photo.png next to the input; it refuses to replace an existing photo.png (the
     original, typically) unless -f is given. The model is taken from each file's header.
     """
+    from hificli.device import check_device
+
     targets = output_targets(inputs, output, ".png", "image data")
+    check_device(device)  # a missing GPU fails once, here, not once per file
     workers = effective_jobs(jobs, inputs)
     loader = ModelLoader(
-        offline, cache_dir, make_tiling(tile, max_memory, workers), progress=workers == 1 and show_progress()
+        offline, cache_dir, make_tiling(tile, max_memory, workers), progress=workers == 1 and show_progress(),
+        device=device, half=half,
     )
     if workers > 1:
         fetch_models_once(inputs, model, offline, cache_dir)
     job = DecodeJob(targets, force, model, loader)
     prepare = job.prepare if model else None
-    code = run_batch(list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare)
+    code = run_batch(
+        list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare, threads=threads
+    )
     sys.exit(code) if code else None
 
 
@@ -103,4 +114,5 @@ class DecodeJob(ModelJob):
         pixels = codec_model.synthesise(y_hat, header.width, header.height)
         del y_hat
         out_bytes = self.write_image(target, pixels, header)
-        return JobResult(path, target, in_bytes, out_bytes, header.width, header.height, model_seconds=loading)
+        return JobResult(path, target, in_bytes, out_bytes, header.width, header.height, model_seconds=loading,
+                         device=codec_model.device)

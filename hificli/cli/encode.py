@@ -19,6 +19,7 @@ from hificli.cli.batch import (
     show_progress,
 )
 from hificli.cli.common import verbosity_options
+from hificli.cli.deviceopts import device_options
 from hificli.cli.modelopts import model_options
 
 
@@ -33,6 +34,7 @@ from hificli.cli.modelopts import model_options
     help="Also decode and write the reconstruction (a directory when encoding several files).",
 )
 @performance_options
+@device_options
 @model_options
 @verbosity_options
 def command(
@@ -46,6 +48,9 @@ def command(
     jobs: int,
     tile: int | None,
     max_memory: int,
+    device: str,
+    half: bool,
+    threads: int | None,
 ) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .hfc files.
 
@@ -59,15 +64,17 @@ def command(
     many = len(inputs) > 1
     recon_targets = {p: fileio.output_path(p, ".png", reconstruct, many) for p in inputs} if reconstruct else {}
     workers = effective_jobs(jobs, inputs)
-    loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=show_progress())
+    loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=show_progress(),
+                         device=device, half=half)
     name = model
     loaded = loader.get(name)  # load (or fail) once, before touching any file
     if workers > 1 and loaded.path is not None:  # workers load the resolved file, without downloading
-        name, loader = str(loaded.path), ModelLoader(True, cache_dir, loader.tiling)
+        name, loader = str(loaded.path), ModelLoader(True, cache_dir, loader.tiling, device=loaded.device, half=half)
     del loaded
     job = EncodeJob(targets, force, name, loader, recon_targets=recon_targets)
     code = run_batch(
-        list(inputs), job, verb="encoding", hfc_is_output=True, jobs=workers, prepare=job.prepare
+        list(inputs), job, verb="encoding", hfc_is_output=True, jobs=workers, prepare=job.prepare,
+        threads=threads,
     )
     sys.exit(code) if code else None
 
@@ -95,4 +102,4 @@ class EncodeJob(ModelJob):
         if recon_target:
             self.write_image(recon_target, *decode_file(data, codec_model))
         return JobResult(path, target, len(raw), len(data), source.width, source.height,
-                         warnings=source.warnings, model_seconds=loading)
+                         warnings=source.warnings, model_seconds=loading, device=codec_model.device)

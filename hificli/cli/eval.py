@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from hificli.cli.common import settings, stderr_console, verbosity_options
+from hificli.cli.deviceopts import device_options
 from hificli.cli.modelopts import model_options
 
 BASELINES_HELP = "jpeg, jpeg444, webp, avif, jxl, jpeg2000, heic"  # tests check it lists every baseline
@@ -35,7 +36,10 @@ def _parse_baselines(text: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _load_models(names: tuple[str, ...], no_hific: bool, offline: bool | None, cache_dir: str | None):
+def _load_models(
+    names: tuple[str, ...], no_hific: bool, offline: bool | None, cache_dir: str | None,
+    device: str = "cpu", half: bool = False,
+):
     """Load each model once here (failing early); labels are model ids, made unique."""
     import os
 
@@ -50,7 +54,8 @@ def _load_models(names: tuple[str, ...], no_hific: bool, offline: bool | None, c
     progress = not settings().quiet and os.isatty(2)
     for name in names or (None,):
         try:
-            model = load_model(name, offline=offline, cache_dir=cache_dir, progress=progress)
+            model = load_model(name, offline=offline, cache_dir=cache_dir, progress=progress, device=device,
+                               half=half)
         except ModelError as exc:
             if implicit:
                 exc.hint = "choose a model with -m NAME|PATH, or --no-hific to evaluate the baselines only"
@@ -111,6 +116,7 @@ def _check_images(paths: list[str]) -> None:
               help="Images evaluated in parallel (processes).")
 @click.option("--curves", is_flag=True, help="Also print each baseline's averaged sweep.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@device_options
 @model_options
 @verbosity_options
 def command(
@@ -129,6 +135,9 @@ def command(
     force: bool,
     offline: bool | None,
     cache_dir: str | None,
+    device: str,
+    half: bool,
+    threads: int | None,
 ) -> None:
     """Rate-distortion-perception report: hific models against classical codecs.
 
@@ -168,7 +177,11 @@ def command(
             keys.remove(key)
             _notice(f"skipping {key}: {reason}")
 
-    loaded, model_info = _load_models(models, no_hific, offline, cache_dir)
+    from hificli.device import check_device
+
+    check_device(device)
+    loaded, model_info = _load_models(models, no_hific, offline, cache_dir, device, half)
+    device = next(iter(loaded.values())).device if loaded else "cpu"  # auto, resolved once
     if compressai_dir:
         for stem in [runner.safe_name(label) for label in loaded] + keys:
             fileio.check_writable(f"{compressai_dir}/{stem}.json", force)
@@ -191,6 +204,9 @@ def command(
         offline=offline,
         cache_dir=cache_dir,
         save_dir=save_images,
+        device=device,
+        half=half,
+        threads=threads,
     )
     image_jobs = runner.image_jobs(paths)
     if save_images and not force:

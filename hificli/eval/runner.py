@@ -12,7 +12,6 @@ network once, torch threads split between them); results come back in input orde
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -102,6 +101,9 @@ class EvalSpec:
     offline: bool | None = None
     cache_dir: str | None = None
     save_dir: str | None = None
+    device: str = "cpu"  #: where the hific models run (hificli.device)
+    half: bool = False
+    threads: int | None = None  #: torch threads per process (None: the cores divided among workers)
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ class Evaluator:
             from hificli.api import load_model
 
             models = {
-                label: load_model(name, offline=spec.offline, cache_dir=spec.cache_dir, progress=False)
+                label: load_model(name, offline=spec.offline, cache_dir=spec.cache_dir, progress=False,
+                                  device=spec.device, half=spec.half)
                 for label, name in spec.models
             }
         self.models = models
@@ -313,11 +316,11 @@ def _describe(exc: BaseException) -> str:
 _WORKER: Evaluator | None = None
 
 
-def _init_worker(spec: EvalSpec, threads: int) -> None:
-    import torch
+def _init_worker(spec: EvalSpec, workers: int) -> None:
+    from hificli.device import apply_threads
 
     global _WORKER
-    torch.set_num_threads(threads)
+    apply_threads(workers, spec.threads)
     _WORKER = Evaluator(spec)
 
 
@@ -338,6 +341,10 @@ def run_eval(
     given ``evaluator`` (or a new one) runs here. ``on_result(index, result)`` reports each image as it
     finishes (in completion order)."""
     if workers <= 1 or len(jobs) <= 1:
+        if spec.threads:
+            from hificli.device import apply_threads
+
+            apply_threads(1, spec.threads)
         evaluator = evaluator or Evaluator(spec)
         results = []
         for index, job in enumerate(jobs):
@@ -350,10 +357,9 @@ def run_eval(
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     workers = min(workers, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // workers)
     ordered: list[ImageResult | None] = [None] * len(jobs)
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(spec, threads))
+    pool = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(spec, workers))
     try:
         futures = {pool.submit(_work, job): index for index, job in enumerate(jobs)}
         for future in as_completed(futures):

@@ -90,8 +90,10 @@ def main() -> None:
     r = args.repeats
     rows: list[tuple[str, str, str, str]] = []
 
+    comparable = args.arch == "full" and args.weights is None  # the port's figures are for this case
+
     def row(name: str, figure: str, loads: list[float], port: str = "") -> None:
-        rows.append((name, figure, load_note(loads), port))
+        rows.append((name, figure, load_note(loads), port if comparable else ""))
 
     pw, ph = padded_size(source.width, source.height)
     pixels = _pad(source.pixels, pw, ph)

@@ -85,7 +85,7 @@ def main() -> None:
 
     print(f"\n{args.photos} photos of 768x512, model {args.model or 'default'}, {cores()} CPUs, "
           f"median of {args.repeats} alternating runs (whole command, fresh process)\n")
-    print(f"| command | -j | OMP_WAIT_POLICY | seconds | vs -j {variants[0][0]} (same run) | load (1 min) |")
+    print(f"| command | -j | OMP_WAIT_POLICY | seconds | speed vs -j {variants[0][0]} (same run) | load (1 min) |")
     print("|---|---|---|---|---|---|")
     for command in chosen:
         times: dict[tuple[int, str | None], list[float]] = {v: [] for v in variants}
@@ -98,7 +98,7 @@ def main() -> None:
         for jobs, policy in variants:
             t = statistics.median(times[(jobs, policy)])
             print(f"| {command} | {jobs} | {policy or 'CLI default (PASSIVE)'} | {t:.2f} | "
-                  f"{reference / t:.2f}x faster | {load_note(loads)} |")
+                  f"{reference / t:.2f}x | {load_note(loads)} |")
 
 
 if __name__ == "__main__":

@@ -49,8 +49,8 @@ def describe() -> str:
 
 def load_note(loads: list[float]) -> str:
     """``load 0.4`` or ``load 0.4-1.9``: the 1-minute load averages seen while a figure was measured."""
-    lo, hi = min(loads), max(loads)
-    return f"load {lo:.1f}" if hi - lo < 0.05 else f"load {lo:.1f}-{hi:.1f}"
+    lo, hi = f"{min(loads):.1f}", f"{max(loads):.1f}"
+    return f"load {lo}" if lo == hi else f"load {lo}-{hi}"
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:

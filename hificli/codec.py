@@ -4,6 +4,8 @@ Encode: pad the image (to a multiple of 64, at least 128 px a side), y = Encoder
 z_hat = floor(z + 0.5) coded per channel with the factorized tables; (mu, sigma) = exact integer
 hyper-synthesis of z_hat; latent symbols s = floor(y - mu + 0.5) coded with the scale table row chosen
 by sigma. Decode: the same (mu, sigma) from the decoded z_hat, y_hat = s + mu, Generator, crop.
+Variable-rate models quantize with per-channel steps d chosen by the file's quality
+(hificli.entropy.rate): s = floor((y - mu) / d + 0.5), the row chosen by sigma / d, y_hat = s * d + mu.
 Only integer data and integer-exact arithmetic decide how bits are parsed, so the decoded latents are
 bit-identical in any process, thread count or machine.
 """
@@ -95,6 +97,28 @@ class CodecModel:
     def config(self):
         return self.network.config
 
+    @property
+    def variable_rate(self) -> bool:
+        """True if the model takes a quality (its latents are quantized with rate-level steps)."""
+        return self.network.variable_rate
+
+    def steps_fixed(self, quality_code: int | None) -> np.ndarray | None:
+        """Fixed-point quantization steps (int64, (C,)) for a quality code; None for fixed-rate models.
+
+        Variable-rate models need a code and fixed-rate models refuse one (ValueError)."""
+        from hificli.entropy.rate import steps_at
+
+        if not self.variable_rate:
+            if quality_code is not None:
+                raise ValueError(f"model {self.model_id!r} is fixed-rate: it takes no quality")
+            return None
+        if quality_code is None:
+            raise ValueError(f"model {self.model_id!r} is variable-rate: it needs a quality")
+        levels = self.network.RateSteps.levels_fixed
+        if levels is None:
+            raise ValueError(f"model {self.model_id!r} has no stored rate levels")
+        return steps_at(levels, quality_code)
+
     # -- stages -------------------------------------------------------------------------------------
 
     def analyse(self, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +127,12 @@ class CodecModel:
 
         y = tiling.encode_latents(self.network, pixels, self.tiling)
         return y, tiling.analyse_hyper(self.network, y, self.tiling)
+
+    def mean_scale(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Exact (mu float64, sigma fixed point int64) per latent element from integer hyperlatents."""
+        from hificli import tiling
+
+        return tiling.hyper_mean_scale(self.network, self.exact, z_hat, self.tiling)
 
     def latent_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """Exact (mu float64, table row per latent element) from integer hyperlatents (tiled, and
@@ -135,38 +165,98 @@ def _symbols_to_int32(values: torch.Tensor) -> np.ndarray:
     return np.clip(array, -_INT32_MAX, _INT32_MAX).astype(np.int32)
 
 
-def encode_source(source: SourceImage, model: CodecModel) -> bytes:
-    """Encode a policy-converted image into the bytes of a .hfc file."""
-    import torch
+@dataclass
+class Analysis:
+    """What an encode computes once, whatever the quality: latents, the coded hyperlatents and the
+    exact mean / scale of every latent element (so a rate search only re-quantizes and re-codes y)."""
 
+    source: SourceImage
+    padded_width: int
+    padded_height: int
+    y: torch.Tensor  #: float32 (1, C, h, w)
+    z_shape: tuple[int, ...]
+    z_bytes: bytes
+    mu: torch.Tensor  #: float64 (1, C, h, w)
+    scale_fixed: np.ndarray  #: int64 (1, C, h, w)
+
+
+def analyse_source(source: SourceImage, model: CodecModel) -> Analysis:
+    """Run the analysis transforms and code the hyperlatents of a policy-converted image."""
     from hificli.entropy.coder import encode_symbols
 
-    width, height = source.width, source.height
-    pw, ph = padded_size(width, height)
+    pw, ph = padded_size(source.width, source.height)
     y, z_hat = model.analyse(_pad(source.pixels, pw, ph))
     z_symbols = _symbols_to_int32(z_hat[0])
     z_indexes = np.broadcast_to(np.arange(z_symbols.shape[0])[:, None, None], z_symbols.shape)
     z_bytes = encode_symbols(z_symbols, z_indexes, model.z_table)
-    mu, y_indexes = model.latent_parameters(z_hat)
-    y_symbols = _symbols_to_int32(torch.floor(y[0].double() - mu[0] + 0.5))
-    y_bytes = encode_symbols(y_symbols, y_indexes.reshape(y_symbols.shape), model.y_table)
+    mu, scale_fixed = model.mean_scale(z_hat)
+    return Analysis(source, pw, ph, y, tuple(z_symbols.shape), z_bytes, mu, scale_fixed)
+
+
+def _rows(scale_fixed: np.ndarray, steps: np.ndarray | None, thresholds: np.ndarray) -> np.ndarray:
+    """Table row per latent element: by sigma, or by sigma / step for a variable-rate model."""
+    from hificli.entropy.exact import scale_indexes
+    from hificli.entropy.rate import scale_on_steps
+    from hificli.entropy.tables import SCALE_MIN_FIXED
+
+    if steps is not None:
+        scale_fixed = scale_on_steps(scale_fixed, steps.reshape(1, -1, 1, 1), SCALE_MIN_FIXED)
+    return scale_indexes(scale_fixed, thresholds)
+
+
+def _step_tensor(steps: np.ndarray) -> torch.Tensor:
+    """Fixed-point steps (C,) -> float64 (1, C, 1, 1) step sizes (exact: a power-of-two scaling)."""
+    import torch
+
+    from hificli.entropy.rate import STEP_FRAC
+
+    return torch.from_numpy(steps.astype(np.float64) * 2.0**-STEP_FRAC).reshape(1, -1, 1, 1)
+
+
+def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | None = None) -> bytes:
+    """Quantize and code the latents of an analysed image at a quality (variable-rate models only;
+    None for fixed-rate ones) into the bytes of a .hfc file."""
+    import torch
+
+    from hificli.entropy.coder import encode_symbols
+
+    steps = model.steps_fixed(quality_code)
+    centred = analysis.y[0].double() - analysis.mu[0]
+    if steps is not None:
+        centred = centred / _step_tensor(steps)[0]
+    y_symbols = _symbols_to_int32(torch.floor(centred + 0.5))
+    rows = _rows(analysis.scale_fixed, steps, model.y_table.scale_thresholds_fixed)
+    y_bytes = encode_symbols(y_symbols, rows.reshape(y_symbols.shape), model.y_table)
+    source = analysis.source
     header = container.Header(
         model_id=model.model_id,
         fingerprint=model.fingerprint,
-        width=width,
-        height=height,
-        padded_width=pw,
-        padded_height=ph,
+        width=source.width,
+        height=source.height,
+        padded_width=analysis.padded_width,
+        padded_height=analysis.padded_height,
         channels=source.channels,
         streams=(
-            container.StreamInfo("z", tuple(z_symbols.shape), len(z_bytes)),
+            container.StreamInfo("z", analysis.z_shape, len(analysis.z_bytes)),
             container.StreamInfo("y", tuple(y_symbols.shape), len(y_bytes)),
         ),
         icc_profile=source.icc_profile,
         coder_id=container.CODER_ANS,
         coder_version=container.CODER_VERSION,
+        quality_code=quality_code,
     )
-    return container.pack(header, [z_bytes, y_bytes])
+    return container.pack(header, [analysis.z_bytes, y_bytes])
+
+
+def encode_source(source: SourceImage, model: CodecModel, quality_code: int | None = None) -> bytes:
+    """Encode a policy-converted image into the bytes of a .hfc file (``quality_code``: see
+    :func:`code_analysis`; a variable-rate model uses its default quality when it is None)."""
+    from hificli.entropy.rate import DEFAULT_QUALITY
+    from hificli.entropy.rate import quality_code as to_code
+
+    if quality_code is None and model.variable_rate:
+        quality_code = to_code(DEFAULT_QUALITY)
+    return code_analysis(analyse_source(source, model), model, quality_code)
 
 
 def check_compatible(header: container.Header, model: CodecModel) -> None:
@@ -184,6 +274,15 @@ def check_compatible(header: container.Header, model: CodecModel) -> None:
         )
 
 
+def _file_steps(header: container.Header, model: CodecModel) -> np.ndarray | None:
+    """The quantization steps a file was coded with (its quality on the model's levels)."""
+    if model.variable_rate and header.quality_code is None:
+        raise CorruptFileError(f"file has no quality, but its model {model.model_id!r} is variable-rate")
+    if not model.variable_rate and header.quality_code is not None:
+        raise CorruptFileError(f"file has a quality, but its model {model.model_id!r} is fixed-rate")
+    return model.steps_fixed(header.quality_code)
+
+
 def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     """Entropy-decode a parsed file into the latents y_hat (float32, (1, C, H/16, W/16))."""
     import torch
@@ -193,6 +292,7 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
 
     header = hfc.header
     check_compatible(header, model)
+    steps = _file_steps(header, model)
     config = model.config
     pw, ph = header.padded_width, header.padded_height
     if (pw, ph) != padded_size(header.width, header.height):
@@ -212,11 +312,15 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     z_indexes = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
     z_symbols = decode_symbols(hfc.stream("z"), z_indexes, model.z_table, stream="z").reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols.astype(np.float32)).unsqueeze(0)
-    mu, y_indexes = model.latent_parameters(z_hat)
+    mu, scale_fixed = model.mean_scale(z_hat)
+    y_indexes = _rows(scale_fixed, steps, model.y_table.scale_thresholds_fixed)
+    del scale_fixed
     y_shape = expected["y"]
     y_symbols = decode_symbols(hfc.stream("y"), y_indexes.reshape(y_shape), model.y_table, stream="y").reshape(y_shape)
-    y_hat = torch.from_numpy(y_symbols.astype(np.float64)).unsqueeze(0) + mu
-    return y_hat.float()
+    y_hat = torch.from_numpy(y_symbols.astype(np.float64)).unsqueeze(0)
+    if steps is not None:
+        y_hat = y_hat * _step_tensor(steps)
+    return (y_hat + mu).float()
 
 
 def decode_file(data: bytes, model: CodecModel) -> tuple[np.ndarray, container.Header]:

@@ -1,4 +1,4 @@
-"""The ``.hfc`` container, format 1.0: a small header, the coded streams, a CRC32 trailer.
+"""The ``.hfc`` container, format 1.1: a small header, the coded streams, a CRC32 trailer.
 
 Layout and rules are specified in FORMAT.md; the constants below are the single source of truth it
 quotes. Stdlib only (no torch, no numpy): ``hific info`` reads files through this module.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import stat
 import struct
 import zlib
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from typing import BinaryIO
 from hificli.errors import CorruptFileError, InvalidInputError, UnsupportedVersionError
 
 MAGIC = b"\x89HFC"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)  #: the newest version this hific reads; it writes 1.0 for fixed-rate files
+RATE_FIELD_MINOR = 1  #: minor version that appended the rate field
 
 FLAG_ICC = 0x01  #: flags bit 0: an ICC profile block follows the header
 KNOWN_FLAGS = FLAG_ICC
@@ -47,6 +49,8 @@ MAX_STREAM_BYTES = 1 << 31  #: byte length of one stream 0..MAX_STREAM_BYTES
 MAX_ICC_BYTES = 1 << 24  #: ICC profile length 1..MAX_ICC_BYTES
 MAX_FILE_BYTES = 1 << 31  #: read_file refuses larger files before reading them
 MAX_VARINT_BYTES = 5  #: unsigned LEB128, value < 2**32, minimal encoding only
+QUALITY_SCALE = 100  #: the rate field stores quality (0-100) in hundredths
+MAX_QUALITY_CODE = 100 * QUALITY_SCALE
 
 _MAX_PADDED = MAX_SIDE + MAX_PADDING - 1
 _PREFIX = struct.Struct("<4sBBHBB")  # magic, major, minor, header_size, flags, channels
@@ -87,7 +91,20 @@ class Header:
     icc_profile: bytes | None = None
     coder_id: int = CODER_ANS
     coder_version: tuple[int, int] = CODER_VERSION
-    version: tuple[int, int] = FORMAT_VERSION
+    #: the file's format version; None (new headers): the version ``pack`` writes (see written_version)
+    version: tuple[int, int] | None = None
+    #: variable-rate models: the quality the file was coded at, in hundredths (0..MAX_QUALITY_CODE);
+    #: None for fixed-rate models (such files are written as format 1.0)
+    quality_code: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.version is None:
+            object.__setattr__(self, "version", written_version(self))
+
+    @property
+    def quality(self) -> float | None:
+        """The quality (0-100) of a variable-rate file, None for a fixed-rate one."""
+        return None if self.quality_code is None else self.quality_code / QUALITY_SCALE
 
     def stream_info(self, name: str) -> StreamInfo:
         """The stream called ``name``; a missing stream means the file is unusable (CorruptFileError)."""
@@ -186,10 +203,15 @@ def _ident_bytes(field: str, text: str, pattern: re.Pattern[bytes], max_len: int
     return bytes([len(raw)]) + raw
 
 
+def written_version(h: Header) -> tuple[int, int]:
+    """The format version a header is written in: 1.1 when it carries a quality, else 1.0."""
+    return (FORMAT_VERSION[0], RATE_FIELD_MINOR if h.quality_code is not None else 0)
+
+
 def _encode_header(h: Header) -> bytes:
     """The header fields (prefix included, ICC block excluded), validated against the limits."""
-    if tuple(h.version) != FORMAT_VERSION:
-        raise _Invalid(f"format version {h.version} cannot be written (this hific writes {FORMAT_VERSION})")
+    if tuple(h.version) != written_version(h):
+        raise _Invalid(f"format version {h.version} cannot be written ({written_version(h)} for this header)")
     if h.channels not in CHANNEL_CHOICES:
         raise _Invalid(f"channels {h.channels} is not one of {CHANNEL_CHOICES}")
     sizes = [_check_range(f, getattr(h, f), 1, MAX_SIDE) for f in ("width", "height")]
@@ -218,9 +240,12 @@ def _encode_header(h: Header) -> bytes:
         out.append(len(dims))
         out += b"".join(encode_varint(d) for d in dims)
         out += encode_varint(_check_range(f"{field} length", s.length, 0, MAX_STREAM_BYTES))
+    version = written_version(h)
+    if version[1] >= RATE_FIELD_MINOR:  # 0 = no rate parameter, else 1 + quality code
+        out += encode_varint(1 + _check_range("quality", h.quality_code, 0, MAX_QUALITY_CODE))
     header_size = _check_range("header size", PREFIX_SIZE + len(out), PREFIX_SIZE, 0xFFFF)
     flags = FLAG_ICC if h.icc_profile is not None else 0
-    return _PREFIX.pack(MAGIC, *FORMAT_VERSION, header_size, flags, h.channels) + bytes(out)
+    return _PREFIX.pack(MAGIC, *version, header_size, flags, h.channels) + bytes(out)
 
 
 def header_bytes_size(header: Header) -> int:
@@ -314,7 +339,7 @@ def _check_start(data: bytes) -> tuple[int, int, int, int, int]:
         hint = "upgrade hific" if crc_ok else "its checksum does not match either: the file may be damaged"
         raise UnsupportedVersionError(f"made by a newer hific (format {major}.{minor}); upgrade hific", hint)
     if not crc_ok:
-        raise CorruptFileError("checksum mismatch (file damaged)")
+        raise CorruptFileError(_damage(data, minor, header_size, flags, channels))
     if flags & ~KNOWN_FLAGS:
         raise UnsupportedVersionError(
             f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x} (format {major}.{minor}): made by a newer hific",
@@ -333,8 +358,28 @@ def unpack(data: bytes) -> HfcFile:
         raise CorruptFileError(f"bad .hfc file: {exc}") from None
 
 
-def _parse(data: bytes, minor: int, header_size: int, flags: int, channels: int, size: int) -> HfcFile:
-    end = size - TRAILER_SIZE
+def _damage(data: bytes, minor: int, header_size: int, flags: int, channels: int) -> str:
+    """What a file whose checksum fails looks like: when its header (read without trusting it) describes
+    another size, ``truncated .hfc file: N of M bytes`` (or the extra bytes); else a checksum mismatch."""
+    if header_size + TRAILER_SIZE > len(data):
+        return f"truncated .hfc file: {len(data)} of at least {header_size + TRAILER_SIZE} bytes (the header is cut)"
+    try:
+        described = _parse(data, minor, header_size, flags, channels, len(data), exact=False).size
+    except _Invalid:
+        described = len(data)
+    if described > len(data):
+        return f"truncated .hfc file: {len(data)} of {described} bytes (the end is missing)"
+    if described < len(data):
+        return f"damaged .hfc file: {len(data)} bytes where the header describes {described}"
+    return "checksum mismatch (file damaged)"
+
+
+def _parse(
+    data: bytes, minor: int, header_size: int, flags: int, channels: int, size: int, *, exact: bool = True
+) -> HfcFile:
+    """The file's fields and streams. ``exact=False`` (diagnosis only) skips the size rule and returns
+    the size the header describes as ``HfcFile.size``; its payloads may then be short."""
+    end = size - TRAILER_SIZE if exact else size  # a cut file has no trailer
     _check_range("header_size", header_size, PREFIX_SIZE, end)
     if channels not in CHANNEL_CHOICES:
         raise _Invalid(f"channels {channels} is not one of {CHANNEL_CHOICES}")
@@ -358,9 +403,13 @@ def _parse(data: bytes, minor: int, header_size: int, flags: int, channels: int,
         shape = _check_shape(field, [r.varint(f"{field} dim {k}", 1, MAX_DIM) for k in range(ndim)])
         length = r.varint(f"{field} length", 0, MAX_STREAM_BYTES)
         total += length
-        if total > end - r.pos:
+        if exact and total > end - r.pos:
             raise _Invalid(f"{field} length {length} runs past the end of the file ({size} bytes)")
         streams.append(StreamInfo(name, shape, length))
+    quality_code = None
+    if minor >= RATE_FIELD_MINOR:
+        rate = r.varint("quality", 0, MAX_QUALITY_CODE + 1)
+        quality_code = rate - 1 if rate else None
     if (1, minor) <= FORMAT_VERSION and r.pos != header_size:
         raise _Invalid(f"header_size {header_size} does not match the header fields ({r.pos} bytes)")
     body = _Reader(data, header_size, end, "file")
@@ -368,7 +417,7 @@ def _parse(data: bytes, minor: int, header_size: int, flags: int, channels: int,
     if flags & FLAG_ICC:
         icc = body.take(body.varint("ICC profile length", 1, MAX_ICC_BYTES), "ICC profile")
     expected = body.pos + total + TRAILER_SIZE
-    if size != expected:
+    if exact and size != expected:
         what = "trailing bytes" if size > expected else "streams run past the end"
         raise _Invalid(f"{what}: the header describes a {expected}-byte file, the file has {size} bytes")
     payloads, pos = [], body.pos
@@ -377,33 +426,83 @@ def _parse(data: bytes, minor: int, header_size: int, flags: int, channels: int,
         pos += s.length
     header = Header(
         model_id, fingerprint, width, height, padded[0], padded[1], channels, tuple(streams), icc,
-        coder_id, coder_version, (FORMAT_VERSION[0], minor),
+        coder_id, coder_version, (FORMAT_VERSION[0], minor), quality_code,
     )
-    return HfcFile(header, tuple(payloads), size)
+    return HfcFile(header, tuple(payloads), size if exact else expected)
 
 
-def read_file(path: str | os.PathLike[str]) -> HfcFile:
-    """Read and parse a .hfc file; OS errors become InvalidInputError with the OS message."""
+def declared_size(head: bytes) -> int:
+    """The size of the .hfc file that starts with ``head`` (its first ``min(size, HEAD_BYTES)`` bytes),
+    as its header declares it: header_size + ICC block + stream lengths + trailer. Nothing is verified
+    (no checksum yet; :func:`unpack` does that): a reader of a pipe uses it to read exactly one file.
+    When ``head`` has no readable header, ``len(head)``: those bytes already show what is wrong."""
+    try:
+        return _declared_size(head)
+    except (_Invalid, struct.error):
+        return len(head)
+
+
+def _declared_size(head: bytes) -> int:
+    if not head.startswith(MAGIC):
+        raise _Invalid("no magic")
+    _, major, _, header_size, flags, _ = _PREFIX.unpack_from(head)
+    if major != FORMAT_VERSION[0]:
+        raise _Invalid(f"format {major}")
+    r = _Reader(head, PREFIX_SIZE, min(header_size, len(head)), "header")
+    for field in ("width", "height", "padded_width", "padded_height"):
+        r.varint(field, 0, (1 << 32) - 1)
+    r.ident("model id", _MODEL_ID_RE, MAX_MODEL_ID)
+    r.take(FINGERPRINT_SIZE + 3, "fingerprint and coder")
+    total = 0
+    for i in range(r.u8("stream count")):
+        r.ident(f"stream {i} name", _STREAM_NAME_RE, MAX_STREAM_NAME)
+        for k in range(r.u8(f"stream {i} ndim")):
+            r.varint(f"stream {i} dim {k}", 0, (1 << 32) - 1)
+        total += r.varint(f"stream {i} length", 0, MAX_STREAM_BYTES)
+    icc = 0
+    if flags & FLAG_ICC:
+        body = _Reader(head, header_size, len(head), "file")
+        icc = body.varint("ICC profile length", 1, MAX_ICC_BYTES)
+        icc += body.pos - header_size
+    return header_size + icc + total + TRAILER_SIZE
+
+
+def read_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> HfcFile:
+    """Read and parse a .hfc file; OS errors become InvalidInputError with the OS message.
+
+    Reads only what the file holds: a regular file by its size (refused above ``max_bytes`` before
+    reading), a pipe or device up to the size its header declares (see :func:`read_stream`)."""
     name = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise CorruptFileError(f"not a .hfc file: {size} bytes is over the {MAX_FILE_BYTES} limit")
-            return read_stream(f, name)
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return read_stream(f, name, max_bytes=max_bytes)
+            if info.st_size > max_bytes:
+                raise CorruptFileError(f"not a .hfc file: {info.st_size} bytes is over the {max_bytes} limit")
+            return unpack(f.read(info.st_size + 1))
     except OSError as exc:
         raise InvalidInputError(f"cannot read {name}: {exc.strerror or exc}") from None
 
 
-def read_stream(f: BinaryIO, name: str = "<stream>") -> HfcFile:
-    """Read a .hfc file from a binary stream (e.g. stdin), refusing more than MAX_FILE_BYTES."""
+def read_stream(f: BinaryIO, name: str = "<stream>", *, max_bytes: int = MAX_FILE_BYTES) -> HfcFile:
+    """Read one .hfc file from a binary stream (stdin, a pipe, a device): the header first, then the
+    bytes it declares (and one more, to see trailing data), never more than ``max_bytes``; a stream
+    that is not a .hfc file stops at its first bytes (``hific info /dev/zero`` returns at once)."""
+    from hificli.fileio import read_bounded
+
     try:
-        data = f.read(MAX_FILE_BYTES + 1)
+        data = read_bounded(f, max_bytes, size_of=declared_size)
     except OSError as exc:
         raise InvalidInputError(f"cannot read {name}: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise CorruptFileError(f"not a .hfc file: more than the {MAX_FILE_BYTES}-byte limit")
     return unpack(data)
+
+
+def is_model_id(text: object) -> bool:
+    """True for a model id a header can hold (``[a-z0-9][a-z0-9._-]*``, 1..MAX_MODEL_ID characters)."""
+    if not isinstance(text, str) or not 0 < len(text) <= MAX_MODEL_ID:
+        return False
+    return _MODEL_ID_RE.fullmatch(text.encode("ascii", "replace")) is not None
 
 
 def coder_name(coder_id: int) -> str:

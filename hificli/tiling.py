@@ -99,6 +99,15 @@ def parse_size(text: str) -> int:
     return value
 
 
+def memory_size(n: int) -> str:
+    """Bytes in the units --max-memory takes (powers of 1024): ``512 bytes``, ``1 KiB``, ``364 MiB``,
+    ``2.5 GiB``."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
 def stage_costs(config: ArchConfig) -> dict[str, float]:
     """Peak activation bytes per grid unit of a window, per stage (see the module table).
 
@@ -169,12 +178,34 @@ def check_fits(network: HificModel, padded_width: int, padded_height: int, tilin
     need = required_bytes(network, padded_width, padded_height)
     if need > tiling.max_memory:
         gib, n = 1024**3, tiling.workers
-        shared = f" ({n * tiling.max_memory / gib:.1f} GiB shared by {n} workers)" if n > 1 else ""
+        shared = f" ({memory_size(n * tiling.max_memory)} shared by {n} workers)" if n > 1 else ""
         hint = f"raise the limit with --max-memory {-(-need * n // gib)}G"
         raise InvalidInputError(
-            f"a {padded_width}x{padded_height} (padded) image needs about {need / gib:.1f} GiB with this "
-            f"model, more than the memory limit of {tiling.max_memory / gib:.1f} GiB{shared}",
+            f"a {padded_width}x{padded_height} (padded) image needs about {memory_size(need)} with this "
+            f"model, more than the memory limit of {memory_size(tiling.max_memory)}{shared}",
             hint + (" or use fewer -j workers" if n > 1 else ""),
+        )
+
+
+def check_source_fits(
+    network: HificModel, width: int, height: int, tiling: Tiling, *, input_bytes: int = 0,
+    read_bytes_per_pixel: int = 24,
+) -> None:
+    """Refuse, from an image file's header alone (before one pixel is decoded), an image the encoder
+    could not read and code within ``tiling.max_memory``: :func:`check_fits` on its padded size, and
+    the reading phase (the model, the input file and ``read_bytes_per_pixel`` per pixel for Pillow's
+    image and its conversions, see hificli.imageio)."""
+    from hificli.codec import padded_size
+    from hificli.errors import InvalidInputError
+
+    check_fits(network, *padded_size(width, height), tiling)
+    need = resident_bytes(network, 0, "trunk") + input_bytes + read_bytes_per_pixel * width * height
+    if need > tiling.max_memory:
+        n = tiling.workers
+        raise InvalidInputError(
+            f"reading a {width}x{height} image needs about {memory_size(need)} with this model, more than "
+            f"the memory limit of {memory_size(tiling.max_memory)}",
+            f"raise the limit with --max-memory {-(-need * n // 1024**3)}G",
         )
 
 
@@ -390,6 +421,34 @@ def analyse_hyper(network: HificModel, y: torch.Tensor, tiling: Tiling) -> torch
     return z_hat
 
 
+def hyper_mean_scale(
+    network: HificModel, exact: ExactHyperSynthesis, z_hat: torch.Tensor, tiling: Tiling,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Integer-exact (mu float64 (1, C, 4h, 4w), sigma fixed point int64 (1, C, 4h, 4w)) from z_hat.
+
+    Bit-identical to the untiled ``exact.fixed(z_hat)`` for any tiling (integer arithmetic, halo >= field).
+    """
+    import numpy as np
+    import torch
+
+    from hificli.entropy.exact import OUT_FRAC
+
+    grid = (int(z_hat.shape[2]), int(z_hat.shape[3]))
+    shape = (1, exact.out_channels, grid[0] * HYPER, grid[1] * HYPER)
+    tiles = stage_plan("synthesis", network, tiling, grid, unit_px=LATENT * HYPER, halo=SYNTHESIS_HALO,
+                       latent_positions=shape[2] * shape[3])
+    mu = torch.empty(shape, dtype=torch.float64)
+    scale = np.empty(shape, dtype=np.int64)
+    for tile in tiles:
+        mu_fixed, scale_fixed = exact.fixed(_window(z_hat, tile))
+        _crop_into(mu, tile, mu_fixed.to(torch.float64).mul_(2.0**-OUT_FRAC), HYPER)
+        del mu_fixed
+        r0, r1, c0, c1 = (v * HYPER for v in tile.core)
+        scale[..., r0:r1, c0:c1] = _crop(scale_fixed, tile, HYPER).numpy()
+    release_freed_memory()
+    return mu, scale
+
+
 def hyper_parameters(
     network: HificModel, exact: ExactHyperSynthesis, z_hat: torch.Tensor, thresholds: np.ndarray,
     tiling: Tiling,
@@ -398,25 +457,10 @@ def hyper_parameters(
 
     Bit-identical to the untiled ``exact(z_hat)`` for any tiling (integer arithmetic, halo >= field).
     """
-    import numpy as np
-    import torch
+    from hificli.entropy.exact import scale_indexes
 
-    from hificli.entropy.exact import OUT_FRAC, scale_indexes
-
-    grid = (int(z_hat.shape[2]), int(z_hat.shape[3]))
-    shape = (1, exact.out_channels, grid[0] * HYPER, grid[1] * HYPER)
-    tiles = stage_plan("synthesis", network, tiling, grid, unit_px=LATENT * HYPER, halo=SYNTHESIS_HALO,
-                       latent_positions=shape[2] * shape[3])
-    mu = torch.empty(shape, dtype=torch.float64)
-    rows = np.empty(shape, dtype=np.int32)
-    for tile in tiles:
-        mu_fixed, scale_fixed = exact.fixed(_window(z_hat, tile))
-        _crop_into(mu, tile, mu_fixed.to(torch.float64).mul_(2.0**-OUT_FRAC), HYPER)
-        del mu_fixed
-        r0, r1, c0, c1 = (v * HYPER for v in tile.core)
-        rows[..., r0:r1, c0:c1] = scale_indexes(_crop(scale_fixed, tile, HYPER), thresholds)
-    release_freed_memory()
-    return mu, rows
+    mu, scale = hyper_mean_scale(network, exact, z_hat, tiling)
+    return mu, scale_indexes(scale, thresholds)
 
 
 def generate_image(

@@ -82,7 +82,7 @@ def _read_safetensors_header(path: Path) -> dict[str, Any]:
             raise ModelMismatchError(f"{path}: not a hific weights file")
         try:
             header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: deep nesting
             raise ModelMismatchError(f"{path}: not a hific weights file") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
@@ -112,12 +112,14 @@ def read_weights_info(path: str | Path, *, with_hash: bool = False) -> WeightsIn
                 count *= int(dim)
             n_params += count
             half = half or entry["dtype"] == "F16"
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights metadata ({exc})") from None
+    except RecursionError:
+        raise ModelMismatchError(f"{path}: damaged weights metadata (nested too deeply)") from None
     if len(fingerprint_bytes) != 8:
         raise ModelMismatchError(f"{path}: damaged weights metadata (fingerprint)")
     return WeightsInfo(
-        model_id=meta.get("model_id", ""),
+        model_id=_checked_model_id(path, meta.get("model_id", "")),
         fingerprint=fingerprint_bytes,
         config=config,
         n_params=n_params,
@@ -126,6 +128,21 @@ def read_weights_info(path: str | Path, *, with_hash: bool = False) -> WeightsIn
         size=path.stat().st_size,
         meta=extra,
     )
+
+
+def _checked_model_id(path: Path, model_id: Any) -> str:
+    """A weights file's model id, which .hfc headers record: refused at load time (not when a file is
+    written) unless the format allows it."""
+    from hificli.container import MAX_MODEL_ID, is_model_id
+
+    if not is_model_id(model_id):
+        text = str(model_id)
+        shown = repr(text) if len(text) <= 70 else f"{text[:40]!r}... ({len(text)} characters)"
+        raise ModelMismatchError(
+            f"{path}: bad model id {shown} in the weights metadata",
+            f"a model id is 1-{MAX_MODEL_ID} of a-z 0-9 . _ - (starting with a letter or digit)",
+        )
+    return model_id
 
 
 def file_sha256(path: str | Path) -> str:
@@ -173,9 +190,18 @@ def build_tables(model: HificModel) -> tuple[CdfTable, CdfTable]:
     return z_table, y_table
 
 
-def table_arrays(z_table: CdfTable, y_table: CdfTable) -> dict[str, np.ndarray]:
-    """The integer tables as stored in a weights file (and hashed by the fingerprint)."""
-    return {**z_table.to_arrays("tables.z."), **y_table.to_arrays("tables.y.")}
+#: Where a variable-rate model's fixed-point rate levels (int64 (L, C)) are stored.
+RATE_LEVELS_KEY = "tables.rate.steps_fixed"
+
+
+def table_arrays(
+    z_table: CdfTable, y_table: CdfTable, rate_levels: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The integer tables (and rate levels) as stored in a weights file and hashed by the fingerprint."""
+    arrays = {**z_table.to_arrays("tables.z."), **y_table.to_arrays("tables.y.")}
+    if rate_levels is not None:
+        arrays[RATE_LEVELS_KEY] = rate_levels.astype("int64")
+    return arrays
 
 
 def save_inference_weights(
@@ -192,7 +218,7 @@ def save_inference_weights(
     from safetensors.torch import save_file
 
     z_table, y_table = tables if tables is not None else build_tables(model)
-    arrays = table_arrays(z_table, y_table)
+    arrays = table_arrays(z_table, y_table, model.RateSteps.fixed() if model.variable_rate else None)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.inference_state_dict().items()}
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.to(dtype) for k, v in state.items()}
@@ -240,6 +266,7 @@ def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, Weig
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
+    refuse_tampered(path, tensors, info)
     arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
     state = {k: v.float() for k, v in tensors.items() if not k.startswith("tables.")}
     try:
@@ -249,8 +276,55 @@ def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, Weig
         raise ModelMismatchError(f"{path}: damaged entropy tables ({exc})") from None
     with torch.device("meta"):  # no random init of parameters that are overwritten anyway
         model = HificModel(info.config)
-    load_strict(model, state, ignore_prefixes=())
+    load_strict(model, state, ignore_prefixes=("RateSteps.",))
+    if model.variable_rate:
+        try:
+            model.RateSteps.load_fixed(arrays[RATE_LEVELS_KEY])
+        except (KeyError, ValueError) as exc:
+            raise ModelMismatchError(f"{path}: damaged or missing rate levels ({exc})") from None
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model, z_table, y_table, info
+
+
+def refuse_tampered(path: Path, tensors: dict[str, torch.Tensor], info: WeightsInfo) -> None:
+    """Recompute the fingerprint from the file's tensors and tables (everything under ``tables.`` is an
+    array, the rest the network) and refuse weights whose metadata states another: changed or damaged
+    weights must not decode files into garbage under the fingerprint of the originals. About 5 ms for
+    the embedded model (1 s for the 181 M-parameter HiFiC), so the result is not cached."""
+    arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
+    state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+    try:
+        actual = fingerprint(state, arrays, info.config)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
+    if actual != info.fingerprint:
+        raise ModelMismatchError(
+            f"{path}: weights do not match their fingerprint (they hash to {actual.hex()}, the metadata "
+            f"says {info.fingerprint_hex}): modified or damaged",
+            "get the weights again (hific models pull / import)",
+        )
+
+
+def check_fingerprint(path: str | Path) -> WeightsInfo:
+    """Re-hash a weights file's tensors and tables and compare with the fingerprint its metadata states
+    (``hific models verify`` of the models shipped in the package, which have no manifest). Damage ->
+    ModelMismatchError naming what differs."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    info = read_weights_info(path, with_hash=True)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
+    arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
+    state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+    actual = fingerprint(state, arrays, info.config)
+    if actual != info.fingerprint:
+        raise ModelMismatchError(
+            f"{path}: its tensors hash to fingerprint {actual.hex()}, its metadata says {info.fingerprint_hex}"
+        )
+    return info

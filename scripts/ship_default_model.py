@@ -1,6 +1,6 @@
 """Copy a training run's weights into the package as the embedded default model (fp16).
 
-    .venv/bin/python scripts/ship_default_model.py runs/compact-base [--model-id hific-compact]
+    .venv/bin/python scripts/ship_default_model.py runs/vr1 [--model-id hific-vr]
 
 Writes hificli/zoo/default/<model-id>.safetensors (fp16 weights; decoding is bit-exact with the fp32
 run weights because the entropy parameters are computed from float16-rounded weights) and prints its
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="run directory (or its weights.safetensors)")
-    parser.add_argument("--model-id", default="hific-compact")
+    parser.add_argument("--model-id", default="hific-vr")
     args = parser.parse_args()
 
     from hificli.weights import load_weights, save_inference_weights

@@ -1,6 +1,7 @@
 """Helper run in subprocesses: encode images or decode .hfc files and print latent hashes as JSON.
 
     python tests/latent_hashes.py encode MODEL THREADS OUT_DIR IMAGE...
+    python tests/latent_hashes.py encode:Q MODEL THREADS OUT_DIR IMAGE...   (variable-rate, quality Q)
     python tests/latent_hashes.py decode MODEL THREADS FILE.hfc...
 """
 
@@ -28,15 +29,19 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(int(threads))
     import hificli
     from hificli.codec import encode_source
+    from hificli.entropy.rate import quality_code
     from hificli.imageio import read_image
 
     model = hificli.load_model(model_path)
     hashes = {}
-    if mode == "encode":
+    if mode.startswith("encode"):
+        _, _, quality = mode.partition(":")
+        code = quality_code(float(quality)) if quality else None
         out_dir, images = Path(rest[0]), rest[1:]
         for image in images:
-            data = encode_source(read_image(image), model)
-            target = out_dir / (Path(image).stem + ".hfc")
+            data = encode_source(read_image(image), model, code)
+            suffix = f"-q{quality}" if quality else ""
+            target = out_dir / (Path(image).stem + suffix + ".hfc")
             target.write_bytes(data)
             hashes[target.name] = latent_hash(data, model)
     else:

@@ -9,12 +9,13 @@ import sys
 import textwrap
 
 import pytest
-from hfc_samples import raw_file, sample_file, small_file
+from hfc_samples import raw_fields, raw_file, sample_file, small_file, varint
 
 from hificli.cli.app import main
 
 SCHEMA = {
     "path": str, "ok": bool, "error": type(None), "file_bytes": int, "format_version": str, "model": str,
+    "quality": type(None),  # fixed-rate files; a float for variable-rate ones
     "fingerprint": str, "width": int, "height": int, "padded_width": int, "padded_height": int,
     "channels": int, "icc_bytes": int, "coder": str, "coder_id": int, "coder_version": str, "streams": list,
     "header_bytes": int, "bpp": float,
@@ -86,12 +87,12 @@ def test_bad_file_among_good_ones(files, capsys) -> None:
     code, out, err = run_main(["info", "--json", str(good), str(bad), str(missing), str(tiny)], capsys)
     assert code == 3
     assert err.splitlines() == [
-        f"error: {bad}: checksum mismatch (file damaged)",
+        f"error: {bad}: truncated .hfc file: 63 of 66 bytes (the end is missing)",
         f"error: {missing}: No such file or directory",
     ]
     records = json.loads(out)
     assert [r["ok"] for r in records] == [True, False, False, True]
-    assert records[1]["error"] == "checksum mismatch (file damaged)"
+    assert records[1]["error"] == "truncated .hfc file: 63 of 66 bytes (the end is missing)"
     assert records[1]["file_bytes"] == bad.stat().st_size and records[2]["file_bytes"] is None
     assert all(records[1][k] is None for k in SCHEMA if k not in ("path", "ok", "error", "file_bytes"))
     code, out, err = run_main(["info", str(good), str(bad), str(tiny)], capsys)
@@ -107,7 +108,7 @@ def test_stdin(files) -> None:
     assert record["file_bytes"] == good.stat().st_size
     result = run_cli("info", "-", stdin=bad.read_bytes())
     assert result.returncode == 3
-    assert result.stderr.decode() == "error: -: checksum mismatch (file damaged)\n"
+    assert result.stderr.decode() == "error: -: truncated .hfc file: 63 of 66 bytes (the end is missing)\n"
 
 
 def _assert_one_line_error(code: int, err: str, path: str) -> None:
@@ -143,7 +144,7 @@ def test_random_bit_flips_are_rejected_through_the_cli(tmp_path, capsys) -> None
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("truncated", small_file()[:30], "checksum mismatch (file damaged)"),
+        ("truncated", small_file()[:30], "truncated .hfc file: 30 of at least 54 bytes (the header is cut)"),
         ("flipped", bytes([small_file()[0]]) + bytes([small_file()[1] ^ 4]) + small_file()[2:], "not a .hfc"),
         ("hostile", raw_file(tail=bytes(13)), "trailing bytes"),
         ("newer", raw_file(major=2), "made by a newer hific (format 2.0); upgrade hific"),
@@ -163,11 +164,19 @@ def test_real_process_exit_codes(tmp_path, name: str, content: bytes | None, mes
     assert message in err and result.stdout == b""
 
 
-def test_newer_minor_version_is_shown(tmp_path, capsys) -> None:
-    path = tmp_path / "v11.hfc"
-    path.write_bytes(raw_file(minor=1))
-    code, out, _ = run_main(["info", "--json", str(path)], capsys)
-    assert code == 0 and json.loads(out)[0]["format_version"] == "1.1"
+def test_minor_versions_and_the_quality_field_are_shown(tmp_path, capsys) -> None:
+    for minor, fields, version, quality in (
+        (1, raw_fields() + varint(1 + 5025), "1.1", 50.25),  # 1.1: quality field (1 + code)
+        (1, raw_fields() + varint(0), "1.1", None),  # 1.1 without a rate parameter
+        (4, raw_fields() + varint(1) + b"\x07\x07", "1.4", 0.0),  # a newer minor: appended fields skipped
+    ):
+        path = tmp_path / f"v1{minor}.hfc"
+        path.write_bytes(raw_file(fields, minor=minor))
+        code, out, _ = run_main(["info", "--json", str(path)], capsys)
+        record = json.loads(out)[0]
+        assert code == 0 and record["format_version"] == version and record["quality"] == quality
+        code, out, _ = run_main(["info", str(path)], capsys)
+        assert code == 0 and ("fixed-rate" in out if quality is None else f"{quality:g}" in out)
 
 
 def test_info_and_help_do_not_import_torch(files) -> None:

@@ -90,6 +90,19 @@ def _check_images(paths: list[str]) -> None:
             raise BadImageError(f"{path}: not an image Pillow can read ({exc})") from None
 
 
+def _qualities(value: str | None) -> tuple[float, ...] | None:
+    """Parse ``--qualities 10,30,50`` (sorted, unique, each in 0-100; usage error otherwise)."""
+    if value is None:
+        return None
+    try:
+        values = sorted({float(v) for v in value.split(",")})
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated numbers") from None
+    if len(values) < 2 or values[0] < 0 or values[-1] > 100:
+        raise click.BadParameter("need 2 or more qualities in 0-100")
+    return tuple(values)
+
+
 @click.command("eval")
 @click.argument("inputs", nargs=-1, required=True, metavar="DIR_OR_FILES...")
 @click.option("-m", "--model", "models", multiple=True, metavar="NAME|PATH",
@@ -114,7 +127,10 @@ def _check_images(paths: list[str]) -> None:
               help="Write hific's and each baseline's reconstructions at matched bpp into DIR/<image>/.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images evaluated in parallel (processes).")
-@click.option("--curves", is_flag=True, help="Also print each baseline's averaged sweep.")
+@click.option("--curves", is_flag=True, help="Also print each baseline's (and variable-rate model's) averaged sweep.")
+@click.option("--qualities", callback=lambda ctx, param, value: _qualities(value), metavar="Q,Q,...",
+              help="Qualities a variable-rate model is swept over for its curve and BD-rates "
+                   "[0,20,40,60,80,100].")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @device_options
 @model_options
@@ -132,6 +148,7 @@ def command(
     save_images: str | None,
     jobs: int,
     curves: bool,
+    qualities: tuple[float, ...] | None,
     force: bool,
     offline: bool | None,
     cache_dir: str | None,
@@ -207,6 +224,7 @@ def command(
         device=device,
         half=half,
         threads=threads,
+        qualities=qualities or runner.DEFAULT_EVAL_QUALITIES,
     )
     image_jobs = runner.image_jobs(paths)
     if save_images and not force:

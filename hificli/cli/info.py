@@ -7,6 +7,7 @@ JSON schema (``--json``): a list with one object per FILE argument, in order, al
     error          str | null   the error message when ok is false
     file_bytes     int | null   size of the file (null if it could not be read)
     format_version str    "MAJOR.MINOR"        model          str  model id that encoded it
+    quality        float | null   the quality (0-100) of a variable-rate file; null: fixed-rate model
     fingerprint    str    16 hex digits         width, height, padded_width, padded_height   int
     channels       int    3 (RGB) or 1 (gray)   icc_bytes      int  size of the ICC profile, 0 if none
     coder          str    e.g. "constriction-ans32"   coder_id int   coder_version str "0.5"
@@ -30,7 +31,7 @@ from hificli.cli.common import print_file_error
 from hificli.errors import EXIT_INVALID_INPUT, InvalidInputError
 
 _DATA_KEYS = (
-    "format_version", "model", "fingerprint", "width", "height", "padded_width", "padded_height",
+    "format_version", "model", "quality", "fingerprint", "width", "height", "padded_width", "padded_height",
     "channels", "icc_bytes", "coder", "coder_id", "coder_version", "streams", "header_bytes", "bpp",
 )
 
@@ -47,6 +48,7 @@ def describe(path: str, hfc: Any) -> dict[str, Any]:
         "file_bytes": hfc.size,
         "format_version": "{}.{}".format(*h.version),
         "model": h.model_id,
+        "quality": h.quality,
         "fingerprint": h.fingerprint.hex(),
         "width": h.width,
         "height": h.height,
@@ -94,6 +96,7 @@ def _table(record: dict[str, Any]):
     rows = [
         ("format", record["format_version"]),
         ("model", record["model"]),
+        ("quality", "fixed-rate model" if record["quality"] is None else f"{record['quality']:g}"),
         ("fingerprint", record["fingerprint"]),
         ("image", f"{record['width']} x {record['height']}"),
         ("padded", f"{record['padded_width']} x {record['padded_height']}"),

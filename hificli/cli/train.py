@@ -16,6 +16,19 @@ def _opt_float(name: str, help_text: str):
     return click.option(name, type=float, default=None, help=help_text)
 
 
+def _lambdas(value: str | None) -> list[float] | None:
+    """Parse ``--rate-lambdas A,B,...`` (usage error when malformed)."""
+    if value is None:
+        return None
+    try:
+        lambdas = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated numbers") from None
+    if len(lambdas) < 2 or any(not v > 0 for v in lambdas) or lambdas != sorted(lambdas):
+        raise click.BadParameter("need 2 or more positive, increasing lambdas")
+    return lambdas
+
+
 @click.command("train")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--stage", type=click.Choice(["base", "gan"]), default="base", show_default=True,
@@ -58,6 +71,10 @@ def _opt_float(name: str, help_text: str):
               help="Step of the lr decay (default min(500k, 85% of --steps)).")
 @_opt_float("--lr-drop-factor", "lr multiplier after --lr-drop-step (default 0.1).")
 @_opt_float("--grad-clip", "Clip the E/G/prior gradient norm (default: off, as the paper).")
+@click.option("--rate-lambdas", callback=lambda ctx, param, value: _lambdas(value), default=None,
+              help="Variable-rate training: comma-separated lambdas (MSE weights), lowest rate first; each "
+                   "image gets a random level, loss bpp + lambda * MSE. A fixed-rate --init becomes "
+                   "variable-rate, its steps starting at 1 where lambda = --k-m.")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

@@ -47,9 +47,10 @@ def render(report: dict[str, Any], fmt: str = "png") -> bytes:
         raise HificError("nothing to plot: no codec produced a measurement")
     figure = Figure(figsize=(5.0 * len(panels), 4.2), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    models = [e for e in report["codecs"] if "codec" not in e]
+    models = [e for e in report["codecs"] if "codec" not in e and "curve_of" not in e]
+    curves = [e for e in report["codecs"] if "curve_of" in e]
     n = len(report["per_image"])
-    x_max = _x_limit(models)
+    x_max = _x_limit(models, curves)
     for ax, (key, label) in zip(axes, panels, strict=True):
         for entry in report["codecs"]:
             if "codec" in entry:
@@ -58,6 +59,8 @@ def render(report: dict[str, Any], fmt: str = "png") -> bytes:
             pairs = [(e["results"]["bpp"][0], e["results"][key][0]) for e in models]
             pairs = sorted(p for p in pairs if None not in p)
             _line(ax, [p[0] for p in pairs], [p[1] for p in pairs], None, "k-", 0)
+        for entry in curves:  # variable-rate models: their quality sweep as a curve
+            _line(ax, entry["results"]["bpp"], entry["results"][key], entry["name"], "*-", 9)
         for entry in models:
             _line(ax, entry["results"]["bpp"], entry["results"][key], entry["name"], "*", 13)
         if x_max is not None:
@@ -73,10 +76,15 @@ def render(report: dict[str, Any], fmt: str = "png") -> bytes:
     return buffer.getvalue()
 
 
-def _x_limit(models: list[dict[str, Any]]) -> float | None:
-    """With hific models, show bpp up to 3x the largest model's (at least 0.5): the region compared."""
+def _x_limit(models: list[dict[str, Any]], curves: list[dict[str, Any]] = ()) -> float | None:
+    """With hific models, show bpp up to 3x the largest model's (at least 0.5) and the whole of any
+    model's quality curve: the region compared."""
     rates = [e["results"]["bpp"][0] for e in models if e["results"]["bpp"][0] is not None]
-    return max(0.5, 3.0 * max(rates)) if rates else None
+    ends = [max(v for v in e["results"]["bpp"] if v is not None) for e in curves
+            if any(v is not None for v in e["results"]["bpp"])]
+    if not rates and not ends:
+        return None
+    return max([0.5, *(3.0 * r for r in rates), *(1.05 * e for e in ends)])
 
 
 def _zoom(ax: Any, x_max: float) -> None:

@@ -100,6 +100,17 @@ def codec_entries(
             "results": _results([points], statistics.fmean),
             "median": _results([points], statistics.median),
         })
+        curves = [r.curves[label] for r in results if r.curves.get(label)]
+        if curves and all(len(c) == len(curves[0]) for c in curves):
+            per_quality = [[c[i] for c in curves] for i in range(len(curves[0]))]
+            entries.append({
+                "name": f"{label}-curve",
+                "curve_of": label,
+                "description": f"hific model {info.get('model_id', label)} at qualities "
+                f"{', '.join(f'{p.setting:g}' for p in curves[0])}; mean over {len(curves)} image(s)",
+                "results": {"quality": [p.setting for p in curves[0]], **_results(per_quality, statistics.fmean)},
+                "median": _results(per_quality, statistics.median),
+            })
     for key in baselines:
         baseline = bl.get(key)
         sweeps = [r.sweeps[key] for r in results if key in r.sweeps]
@@ -142,11 +153,15 @@ def bd_rates(
     metrics: Sequence[str] = tuple(METRICS),
 ) -> list[dict]:
     """Per-image BD-rates of each model (and of all models as one curve) against each baseline."""
+    def model_points(r: ImageResult, label: str) -> list[Point]:
+        """A model's points on one image: its default point plus its quality curve (variable rate)."""
+        return ([r.hific[label]] if label in r.hific else []) + list(r.curves.get(label, []))
+
     tests: list[tuple[str, Callable[[ImageResult], list[Point]]]] = [
-        (label, lambda r, label=label: [r.hific[label]] if label in r.hific else []) for label in models
+        (label, lambda r, label=label: model_points(r, label)) for label in models
     ]
     if len(models) > 1:
-        tests.append((ALL_MODELS, lambda r: [r.hific[m] for m in models if m in r.hific]))
+        tests.append((ALL_MODELS, lambda r: [p for m in models for p in model_points(r, m)]))
     rows = []
     for test, test_points in tests:
         for key in baselines:
@@ -344,16 +359,16 @@ def curves_table(report: dict[str, Any]):
     from rich.table import Table
 
     n = len(report["per_image"])
-    table = Table(title=f"Baseline curves, mean over {n} image(s)", header_style="bold", box=None)
+    table = Table(title=f"Curves, mean over {n} image(s)", header_style="bold", box=None)
     table.add_column("codec")
     table.add_column("setting", justify="right")
     for _, title, _ in _COLUMNS:
         table.add_column(title, justify="right")
     for entry in report["codecs"]:
         key = entry.get("codec")
-        if key is None:
+        if key is None and "curve_of" not in entry:
             continue
-        knob = report["baselines"][key]["knob"]
+        knob = "quality" if key is None else report["baselines"][key]["knob"]
         for i, setting in enumerate(entry["results"][knob]):
             cells = [_fmt(entry["results"][field][i], digits) for field, _, digits in _COLUMNS]
             table.add_row(entry["name"] if i == 0 else "", f"{knob[0]}={setting:g}", *cells)
@@ -366,7 +381,7 @@ def bd_table(report: dict[str, Any]):
     from rich.table import Table
 
     table = Table(
-        title="BD-rate vs each baseline (per image, then mean; negative = hific needs fewer bits)",
+        title="BD-rate vs each baseline (per image, then mean / median; negative = hific needs fewer bits)",
         header_style="bold",
         box=None,
     )
@@ -377,7 +392,7 @@ def bd_table(report: dict[str, Any]):
         table.add_column(_codec_name(report, key), justify="right")
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for row in report["bd_rate"]:
-        text = "—" if row["mean_pct"] is None else f"{row['mean_pct']:+.1f}%"
+        text = "—" if row["mean_pct"] is None else f"{row['mean_pct']:+.1f}% / {row['median_pct']:+.1f}%"
         if row["n_valid"] < row["n"]:
             text += f" ({row['n_valid']}/{row['n']})"
         cells.setdefault((row["test"], row["metric"]), {})[row["anchor"]] = text

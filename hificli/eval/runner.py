@@ -1,7 +1,8 @@
 """Evaluate images with hific models and baseline codecs: one :class:`ImageResult` per image.
 
-For every image: each hific model encodes and decodes it (bpp from the real .hfc size); each baseline
-runs its quality sweep and, for each hific model, the setting matched to that model's bpp. Every
+For every image: each hific model encodes and decodes it (bpp from the real .hfc size) at its default
+quality, and a variable-rate model also at each of the spec's qualities (its curve); each baseline
+runs its quality sweep and, for each hific model, the setting matched to that model's default bpp. Every
 reconstruction is measured with PSNR, MS-SSIM and (when available) LPIPS against the image as hific
 reads it (8-bit RGB after the image policy of :mod:`hificli.imageio`).
 
@@ -25,6 +26,8 @@ from hificli.eval import baselines as bl
 from hificli.eval.metrics import Perceptual, load_lpips, ms_ssim, psnr
 
 _UNSET: Any = object()
+#: Qualities a variable-rate model is swept over by default (6 points over the whole range).
+DEFAULT_EVAL_QUALITIES = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0)
 
 
 @dataclass
@@ -70,7 +73,8 @@ class ImageResult:
     path: str
     width: int
     height: int
-    hific: dict[str, Point] = field(default_factory=dict)  # model label -> point
+    hific: dict[str, Point] = field(default_factory=dict)  # model label -> point (default quality)
+    curves: dict[str, list[Point]] = field(default_factory=dict)  # variable-rate model label -> quality sweep
     sweeps: dict[str, list[Point]] = field(default_factory=dict)  # baseline key -> sweep points
     matched: dict[str, dict[str, Point]] = field(default_factory=dict)  # model -> baseline -> point
     errors: dict[str, str] = field(default_factory=dict)  # codec -> what failed
@@ -83,6 +87,7 @@ class ImageResult:
             "width": self.width,
             "height": self.height,
             "hific": {k: p.to_json() for k, p in self.hific.items()},
+            "curves": {k: [p.to_json() for p in ps] for k, ps in self.curves.items()},
             "sweeps": {k: [p.to_json() for p in ps] for k, ps in self.sweeps.items()},
             "matched": {m: {k: p.to_json() for k, p in d.items()} for m, d in self.matched.items()},
             "errors": dict(self.errors),
@@ -104,6 +109,7 @@ class EvalSpec:
     device: str = "cpu"  #: where the hific models run (hificli.device)
     half: bool = False
     threads: int | None = None  #: torch threads per process (None: the cores divided among workers)
+    qualities: tuple[float, ...] = DEFAULT_EVAL_QUALITIES  #: curve of each variable-rate model
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,15 @@ class Evaluator:
                 continue
             result.hific[label] = point
             saves[label] = decoded
+            if getattr(model, "variable_rate", False):
+                try:
+                    result.curves[label] = [
+                        self._hific_point(label, model, pixels, result.warnings, quality=q,
+                                          with_lpips=self.spec.sweep_lpips)[0]
+                        for q in self.spec.qualities
+                    ]
+                except Exception as exc:
+                    result.errors[f"{label} curve"] = _describe(exc)
         for key in self.spec.baselines:
             baseline = bl.get(key)
             try:
@@ -273,19 +288,24 @@ class Evaluator:
         return result
 
     def _hific_point(
-        self, label: str, model: Any, pixels: np.ndarray, warnings: list[str]
+        self, label: str, model: Any, pixels: np.ndarray, warnings: list[str], *, quality: float | None = None,
+        with_lpips: bool = True,
     ) -> tuple[Point, np.ndarray]:
+        """Encode + decode with a model (at ``quality``, or its default); the point's setting is the
+        quality the file was coded at (None for fixed-rate models)."""
         from PIL import Image
 
-        from hificli import api
+        from hificli import api, container
 
         start = time.perf_counter()
-        data = api.encode(Image.fromarray(pixels, "RGB"), model)
+        data = api.encode(Image.fromarray(pixels, "RGB"), model, quality=quality)
         encoded = time.perf_counter()
         decoded = np.asarray(api.decode(data, model).convert("RGB"))
         done = time.perf_counter()
         times = (encoded - start, done - encoded)
-        point = self._measure(label, pixels, data, decoded, setting=None, times=times, warnings=warnings)
+        setting = container.unpack(data).header.quality
+        point = self._measure(label, pixels, data, decoded, setting=setting, times=times, warnings=warnings,
+                              with_lpips=with_lpips)
         return point, decoded
 
     def _save(self, files: dict[str, str], saves: dict[str, np.ndarray], result: ImageResult) -> None:

@@ -12,9 +12,12 @@ from typing import Any, ClassVar
 
 LIKELIHOODS = ("gaussian", "logistic")
 TRANSFORMS = ("hific", "gdn")
+#: Bounds on what an architecture record may ask for (the full HiFiC uses 960 channels, 9 blocks).
+MAX_WIDTH = 4096
+MAX_RESIDUAL_BLOCKS = 64
 #: Fields added after the first release, written by ``to_json`` only when they differ from these
 #: defaults, so that existing weights files keep their fingerprints.
-_LATER_FIELDS = {"transform": "hific"}
+_LATER_FIELDS = {"transform": "hific", "rate_levels": 0}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class ArchConfig:
       residual blocks) or "gdn" (Ballé/Minnen-style 5x5 stride-2 convolutions with GDN / IGDN, no
       residual blocks). "gdn" has no full-resolution stage: its hidden widths at 1/2, 1/4 and 1/8 are
       ``encoder_channels[1:4]`` (the resolutions of HiFiC's conv_block2..4); entries 0 and 4 are unused.
+    rate_levels: 0 for a fixed-rate model; L >= 2 for a variable-rate one, whose latents are quantized
+      with per-channel steps interpolated between L trained levels by the quality (hificli.entropy.rate).
     """
 
     encoder_channels: tuple[int, int, int, int, int] = (60, 120, 240, 480, 960)
@@ -42,8 +47,10 @@ class ArchConfig:
     normalize_input: bool = False
     discriminator_context: int = 12
     transform: str = "hific"
+    rate_levels: int = 0
 
     def __post_init__(self) -> None:
+        self._check_sizes()
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.transform not in TRANSFORMS:
@@ -52,6 +59,20 @@ class ArchConfig:
             raise ValueError(f"encoder_channels needs 5 widths >= 2, got {self.encoder_channels!r}")
         if self.latent_channels < 1 or self.hyper_channels < 1 or self.n_residual_blocks < 0:
             raise ValueError("latent_channels, hyper_channels must be >= 1 and n_residual_blocks >= 0")
+        if self.rate_levels != 0 and not 2 <= self.rate_levels <= 64:
+            raise ValueError(f"rate_levels must be 0 (fixed rate) or 2-64, got {self.rate_levels}")
+
+    def _check_sizes(self) -> None:
+        """Integer widths and depths within MAX_WIDTH / MAX_RESIDUAL_BLOCKS: metadata from a file must
+        not build a huge network (ValueError, or TypeError for a value that is not an integer)."""
+        widths = (*self.encoder_channels, self.latent_channels, self.hyper_channels, self.discriminator_context)
+        if not all(type(v) is int for v in (*widths, self.n_residual_blocks)):
+            raise TypeError(f"architecture widths and depths must be integers, got {self!r}")
+        if max(widths) > MAX_WIDTH or self.n_residual_blocks > MAX_RESIDUAL_BLOCKS:
+            raise ValueError(
+                f"architecture too large: widths up to {MAX_WIDTH} and at most {MAX_RESIDUAL_BLOCKS} residual "
+                f"blocks, got widths up to {max(widths)} and {self.n_residual_blocks} blocks"
+            )
 
     # Image side divisors: the encoder downsamples by 16, the hyper-analysis by 4 more.
     latent_stride: ClassVar[int] = 16

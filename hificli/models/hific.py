@@ -32,6 +32,7 @@ from hificli.layers import (
 )
 from hificli.models.config import ArchConfig
 from hificli.models.likelihoods import MIN_LIKELIHOOD, SCALE_MIN, bits, latent_likelihood
+from hificli.models.rate import RateSteps
 
 #: Image sides must be multiples of this (encoder /16 times hyper-analysis /4).
 SIDE_MULTIPLE = ArchConfig.latent_stride * ArchConfig.hyper_stride
@@ -337,6 +338,12 @@ class HificModel(nn.Module):
         self.Encoder = GdnEncoder(self.config) if gdn else Encoder(self.config)
         self.Generator = GdnGenerator(self.config) if gdn else Generator(self.config)
         self.Hyperprior = Hyperprior(self.config)
+        if self.config.rate_levels:
+            self.RateSteps = RateSteps(self.config.rate_levels, self.config.latent_channels)
+
+    @property
+    def variable_rate(self) -> bool:
+        return self.config.rate_levels > 0
 
     # -- sizes -------------------------------------------------------------------------------------
     @staticmethod
@@ -380,11 +387,16 @@ class HificModel(nn.Module):
         return self.Generator(y_hat)
 
     # -- training / evaluation forward -------------------------------------------------------------
-    def forward(self, x01: torch.Tensor, *, generator: torch.Generator | None = None) -> ModelOutput:
+    def forward(
+        self, x01: torch.Tensor, *, generator: torch.Generator | None = None,
+        rate_positions: torch.Tensor | None = None,
+    ) -> ModelOutput:
         """Full pass on an (N, 3, H, W) batch in [0, 1] (H, W multiples of 64, >= 128).
 
         Training mode uses the port's "mixed" quantization (PORT_FACTS 1.10), eval mode hard rounding
         everywhere; see :class:`ModelOutput`. ``generator`` seeds the uniform noise (training only).
+        ``rate_positions`` (N,) in [0, L - 1]: the rate level of each image (variable-rate models only,
+        where it is required); the latents are quantized with those levels' steps.
         """
         if x01.dim() != 4 or x01.shape[1] != 3:
             raise ValueError(f"expected an (N, 3, H, W) batch, got shape {tuple(x01.shape)}")
@@ -398,15 +410,21 @@ class HificModel(nn.Module):
         z_q = round_half_up(z)
         z_hat = add_uniform_noise(z, generator) if self.training else z_q
         mu, scale = hp.synthesis(z_hat)
-        y_q = round_around(y, mu)
+        steps = self._steps(rate_positions, n)
+        # Quantize in units of the step: y / d around mu / d with scale / d (d = 1 for fixed rate).
+        y_n, mu_n = (y, mu) if steps is None else (y / steps, mu / steps)
+        scale_n = scale if steps is None else lower_bound(scale / steps, SCALE_MIN)
+        y_q = round_around(y_n, mu_n)
         z_lik_q = hp.z_likelihood(z_q)
-        y_lik_q = hp.y_likelihood(y_q, mu, scale)
+        y_lik_q = hp.y_likelihood(y_q, mu_n, scale_n)
         if self.training:
             z_lik = hp.z_likelihood(z_hat)
-            y_lik = hp.y_likelihood(add_uniform_noise(y, generator), mu, scale)
-            y_hat = round_around_st(y, mu)
+            y_lik = hp.y_likelihood(add_uniform_noise(y_n, generator), mu_n, scale_n)
+            y_hat = round_around_st(y_n, mu_n)
         else:
             z_lik, y_lik, y_hat = z_lik_q, y_lik_q, y_q
+        if steps is not None:
+            y_hat = y_hat * steps
 
         x_hat = self.postprocess(self.generate(y_hat))
         bpp_y = bits(y_lik) / pixels
@@ -428,6 +446,16 @@ class HificModel(nn.Module):
             bpp_y=bpp_y,
             bpp_z=bpp_z,
         )
+
+    def _steps(self, positions: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """(N, C, 1, 1) quantization steps for a variable-rate model, None for a fixed-rate one."""
+        if not self.variable_rate:
+            if positions is not None:
+                raise ValueError("rate_positions given to a fixed-rate model")
+            return None
+        if positions is None or tuple(positions.shape) != (n,):
+            raise ValueError(f"a variable-rate model needs rate_positions of shape ({n},)")
+        return self.RateSteps.steps(positions.to(self.RateSteps.log_step.device))[:, :, None, None]
 
     # -- weights -----------------------------------------------------------------------------------
     def inference_state_dict(self) -> dict[str, torch.Tensor]:

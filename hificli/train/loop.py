@@ -24,6 +24,7 @@ from hificli.train import data as D
 from hificli.train import distributed as dist
 from hificli.train import losses as L
 from hificli.train import state as S
+from hificli.train import variable_rate as VR
 from hificli.train.options import RUNTIME_OPTIONS, TrainOptions
 from hificli.train.report import JsonlLog, ProgressLine
 from hificli.train.schedule import make_schedule
@@ -102,7 +103,10 @@ def read_init(path: str) -> tuple[ArchConfig, dict[str, torch.Tensor], dict[str,
         source = source / S.CHECKPOINT_NAME
     if is_weights_file(source):
         network, _, _, info = load_weights(source)
-        return info.config, network.inference_state_dict(), None
+        state = network.inference_state_dict()
+        if network.variable_rate:
+            state["RateSteps.log_step"] = network.RateSteps.log_step.detach().clone()
+        return info.config, state, None
     ckpt = read_port_checkpoint(source)
     return ckpt.config, ckpt.state_dict, ckpt.discriminator_state
 
@@ -117,6 +121,13 @@ def resolve_arch(options: TrainOptions, init_config: ArchConfig | None, explicit
     if "arch" in explicit and PRESETS.get(options.arch) != init_config:
         raise ModelMismatchError(f"--arch {options.arch} does not match the --init checkpoint's architecture")
     return init_config
+
+
+def schedule_reference_k_m(options: TrainOptions) -> float:
+    """The lambda at which new rate levels start with unit steps: ``--k-m``, or the regime's k_M."""
+    if options.k_m is not None:
+        return options.k_m
+    return make_schedule(regime=options.regime, stage=options.stage, steps=options.steps).k_m
 
 
 def arch_name(config: ArchConfig) -> str:
@@ -152,12 +163,18 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def _optimizers(model: torch.nn.Module, disc: torch.nn.Module | None, lr: float):
-    """Adam for E+G+hyper nets, a second Adam for the hyperlatent density (as the port), one for D."""
+    """Adam for E+G+hyper nets (rate steps in their own group, ``lr_scale`` faster), a second Adam for
+    the hyperlatent density (as the port), one for D."""
     density = list(model.Hyperprior.hyperlatent_likelihood.parameters())
-    ids = {id(p) for p in density}
+    rate = list(model.RateSteps.parameters()) if getattr(model, "variable_rate", False) else []
+    ids = {id(p) for p in density + rate}
     main = [p for p in model.parameters() if id(p) not in ids]
     kw: dict[str, Any] = {"foreach": True}
-    opt_main = torch.optim.Adam(main, lr=lr, **kw)
+    groups: list[dict[str, Any]] = [{"params": main}]
+    if rate:
+        groups.append({"params": rate, "lr_scale": VR.RATE_STEP_LR_SCALE})
+    opt_main = torch.optim.Adam(groups, lr=lr, **kw)
+    main = main + rate
     opt_density = torch.optim.Adam(density, lr=lr, **kw)
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, **kw) if disc is not None else None
     return main, opt_main, opt_density, opt_d
@@ -239,6 +256,7 @@ def train(
         if options.init:
             init = read_init(options.init)
         config = resolve_arch(options, init[0] if init else None, explicit)
+        config, new_rate_levels = VR.rate_config(config, options.rate_lambdas)
         options.arch = arch_name(config)
     gan = options.stage == "gan"
     if gan and init is None and resumed is None:
@@ -249,8 +267,10 @@ def train(
     torch.manual_seed(options.seed)  # identical initial weights on every process
     model = HificModel(config)
     disc = Discriminator(config) if gan else None
+    if resumed is None and new_rate_levels:
+        model.RateSteps.initialize(options.rate_lambdas, reference=schedule_reference_k_m(options))
     if init is not None:
-        load_strict(model, init[1], ignore_prefixes=())
+        load_strict(model, init[1], ignore_prefixes=("RateSteps.",) if new_rate_levels else ())
         if disc is not None and init[2]:
             load_strict(disc, init[2], ignore_prefixes=(), ignore_patterns=())
     del init
@@ -400,17 +420,35 @@ def train(
         finally:
             model.train(was_training)
 
+    def _validate_at(position: float) -> dict[str, float]:
+        """Mean PSNR / bpp of the validation images at one rate level position (model in eval mode)."""
+        psnrs, bpps = [], []
+        pos = torch.full((1,), position, dtype=torch.float64)
+        with torch.no_grad():
+            for _, pixels in val_images:
+                x = _to_device_batch(pixels[None], device, options.channels_last)
+                out = model(x, rate_positions=pos)
+                q = (out.x_hat.float().clamp(0, 1) * 255.0).round()
+                psnrs.append(L.psnr_from_mse255(float(((q - x * 255.0) ** 2).mean())))
+                bpps.append(float(out.bpp))
+        return {"psnr": float(np.mean(psnrs)), "bpp": float(np.mean(bpps))}
+
     def validate(step: int) -> dict[str, Any] | None:
         if not val_images:
             return None
         out_dir = run_dir / "val" / f"step_{step:07d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         model.eval()
+        levels = {}
+        if config.rate_levels:  # the ends and the middle of the rate range; the record's main figures: middle
+            for p in (0.0, float(config.rate_levels - 1), (config.rate_levels - 1) / 2):
+                levels[p] = _validate_at(p)
         psnrs, bpps, lpips = [], [], []
+        position = torch.full((1,), (config.rate_levels - 1) / 2, dtype=torch.float64) if config.rate_levels else None
         with torch.no_grad():
             for name, pixels in val_images:
                 x = _to_device_batch(pixels[None], device, options.channels_last)
-                out = model(x)
+                out = model(x, rate_positions=position) if position is not None else model(x)
                 q = (out.x_hat.float().clamp(0, 1) * 255.0).round()
                 mse = float(((q - x * 255.0) ** 2).mean())
                 psnrs.append(L.psnr_from_mse255(mse))
@@ -426,6 +464,10 @@ def train(
             "kind": "val", "step": step, "psnr": float(np.mean(psnrs)), "bpp": float(np.mean(bpps)),
             "perceptual": float(np.mean(lpips)) if lpips else None, "images": len(val_images),
         }
+        if levels:
+            record["levels"] = [{"position": p, **v} for p, v in sorted(levels.items())]
+            ends = ", ".join(f"level {p:g}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for p, v in sorted(levels.items()))
+            progress.message(f"validation @ {step}: {ends}")
         if log is not None:
             log.write(record)
         lp = f", lpips {record['perceptual']:.4f}" if lpips else ""
@@ -472,17 +514,25 @@ def train(
             for opt in (opt_main, opt_density, opt_d):
                 if opt is not None:
                     for group in opt.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
             lambda_a, lambda_b, target = schedule.rate_weights_at(step)
 
+            positions = VR.sample_positions(x.shape[0], config.rate_levels) if config.rate_levels else None
             with autocast():
-                out = net(x)
+                out = net(x, rate_positions=positions) if positions is not None else net(x)
                 distortion = L.mse_255(out.x_hat, x)
                 perc = perceptual(*_perceptual_window(out.x_hat, x, step, layout.rank, options)).mean() \
                     if perceptual is not None else zero
-            q_bpp = dist.mean_scalar(float(out.q_bpp.detach()), layout)
-            penalty = L.rate_penalty(q_bpp, lambda_a=lambda_a, lambda_b=lambda_b, target_bpp=target)
-            loss = penalty * out.bpp.float() + schedule.k_m * distortion + schedule.k_p * perc.float()
+            if positions is not None:  # R + lambda D per image; no target-rate switch
+                penalty = 1.0
+                rd_loss, distortion = VR.rate_distortion_loss(
+                    out.y_likelihoods, out.z_likelihoods, out.x_hat, x, VR.lambdas_at(positions, options.rate_lambdas)
+                )
+                loss = rd_loss + schedule.k_p * perc.float()
+            else:
+                q_bpp = dist.mean_scalar(float(out.q_bpp.detach()), layout)
+                penalty = L.rate_penalty(q_bpp, lambda_a=lambda_a, lambda_b=lambda_b, target_bpp=target)
+                loss = penalty * out.bpp.float() + schedule.k_m * distortion + schedule.k_p * perc.float()
 
             d_loss = g_loss = zero
             if disc is not None:

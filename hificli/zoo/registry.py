@@ -15,7 +15,9 @@ from pathlib import Path
 
 from hificli.errors import UnknownModelError
 
-DEFAULT_MODEL = "hific-compact"
+DEFAULT_MODEL = "hific-vr"
+#: The previous default (fixed-rate), still shipped so that its files keep decoding.
+COMPACT_MODEL = "hific-compact"
 DEFAULT_BASE_URL = "https://zenodo.org"
 BASE_URL_ENV = "HIFIC_MODEL_BASE_URL"
 ZENODO_RECORD = "4026003"
@@ -34,6 +36,10 @@ class ModelEntry:
     remote_file: file name in the Zenodo record (None for the embedded model).
     resource: file name under the package's ``hificli/zoo/default/`` (None for remote models).
     target_bpp: the rate the model was trained for (None when not fixed yet).
+    rate_range: (lowest, highest) bpp on typical photos: a variable-rate model's quality range, or the
+      spread of a fixed-rate model over photos.
+    variable_rate: the model takes a quality (``hific encode -q``).
+    family: fixed-rate models of one family (HiFiC low/med/high): ``--bpp/--size`` choose among them.
     approx_download: approximate download size in bytes (0 for the embedded model).
     """
 
@@ -45,6 +51,9 @@ class ModelEntry:
     remote_file: str | None = None
     resource: str | None = None
     approx_download: int = 0
+    rate_range: tuple[float, float] | None = None
+    variable_rate: bool = False
+    family: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -55,15 +64,28 @@ class ModelEntry:
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
         name=DEFAULT_MODEL,
-        target_bpp=0.2,
-        description="compact HiFiC-style codec (GDN transforms, 2.8 M parameters) trained by this project on "
-        "2 CPU cores, about 0.3 bpp on photos; the default, offline",
+        target_bpp=None,
+        description="variable-rate compact HiFiC-style codec (hific-compact fine-tuned over 7 rate levels); "
+        "-q 0-100 or --bpp/--size; the default, offline",
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",
+        rate_range=(0.03, 1.0),
+        variable_rate=True,
+    ),
+    ModelEntry(
+        name=COMPACT_MODEL,
+        target_bpp=0.2,
+        description="compact HiFiC-style codec (GDN transforms, 2.8 M parameters) trained by this project on "
+        "2 CPU cores, fixed rate (about 0.3 bpp on photos); the default before 0.3, offline",
+        source="embedded in the hific package",
+        license="Apache-2.0 (this project)",
+        resource=f"{COMPACT_MODEL}.safetensors",
+        rate_range=(0.03, 0.78),
     ),
     ModelEntry(
         name="hific-low",
+        family="hific",
         target_bpp=0.14,
         description="HiFiC low-rate regime (181 M parameters, gaussian latents, normalized input)",
         source=f"Zenodo record {ZENODO_RECORD}, file hific_low.pt",
@@ -73,6 +95,7 @@ MODELS: tuple[ModelEntry, ...] = (
     ),
     ModelEntry(
         name="hific-med",
+        family="hific",
         target_bpp=0.30,
         description="HiFiC medium-rate regime (181 M parameters, logistic latents)",
         source=f"Zenodo record {ZENODO_RECORD}, file hific_med.pt",
@@ -82,6 +105,7 @@ MODELS: tuple[ModelEntry, ...] = (
     ),
     ModelEntry(
         name="hific-high",
+        family="hific",
         target_bpp=0.45,
         description="HiFiC high-rate regime (181 M parameters, gaussian latents, normalized input)",
         source=f"Zenodo record {ZENODO_RECORD}, file hific_hi.pt",
@@ -97,6 +121,16 @@ _BY_NAME = {entry.name: entry for entry in MODELS}
 def names() -> list[str]:
     """Registered model names, in table order."""
     return [entry.name for entry in MODELS]
+
+
+def variable_rate_names() -> list[str]:
+    """Registered models that take a quality."""
+    return [entry.name for entry in MODELS if entry.variable_rate]
+
+
+def family(name: str) -> list[ModelEntry]:
+    """The registered models of a fixed-rate family, in table order."""
+    return [entry for entry in MODELS if entry.family == name]
 
 
 def find(name: str) -> ModelEntry | None:
@@ -156,3 +190,11 @@ def is_offline(offline: bool | None = None) -> bool:
     if offline is not None:
         return offline
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def offline_reason(offline: bool | None = None) -> str:
+    """Why hific is offline, for messages: ``--offline`` (the option, or ``offline=True``) or the
+    environment variable as it is set."""
+    if offline:
+        return "--offline"
+    return f"{OFFLINE_ENV}={os.environ.get(OFFLINE_ENV, '').strip()}"

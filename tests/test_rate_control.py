@@ -1,0 +1,295 @@
+"""Rate control: -q/--quality, --bpp and --size through the CLI, the integer rate parameters, the
+quality field of the container, and variable-rate golden files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from latent_hashes import latent_hash
+from model_fixtures import make_tiny_weights, sample_image
+from PIL import Image
+
+from hificli import container
+from hificli.cli import main
+from hificli.entropy import rate
+from hificli.errors import HificError
+
+HERE = Path(__file__).parent
+EXPECTED = HERE / "expected"
+SAMPLE = HERE.parent / "hificli" / "assets" / "chelsea.png"
+QUALITIES = (0, 20, 40, 60, 80, 100)
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[Path]:
+    """Real photos: the bundled sample and two differently sized crops of it."""
+    folder = tmp_path_factory.mktemp("photos")
+    image = Image.open(SAMPLE).convert("RGB")
+    paths = [folder / "chelsea.png"]
+    image.save(paths[0])
+    w, h = image.size
+    for name, box in (("crop-a.png", (0, 0, w // 2, h // 2)), ("crop-b.png", (w // 4, h // 3, w, h))):
+        image.crop(box).save(folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def vr_tiny(tmp_path_factory) -> Path:
+    return make_tiny_weights(tmp_path_factory.mktemp("m") / "vr.safetensors", seed=2, model_id="test-vr",
+                             preset="tiny-gdn", rate_levels=4)
+
+
+def _bpp(path: Path) -> float:
+    h = container.read_file(path).header
+    return 8 * path.stat().st_size / (h.width * h.height)
+
+
+# -- integer rate parameters -------------------------------------------------------------------------
+
+def test_steps_interpolate_in_integers_between_levels() -> None:
+    levels = np.array([[4 << 16, 3 << 16], [2 << 16, 2 << 16], [1 << 16, 1 << 15]], dtype=np.int64)
+    assert rate.steps_at(levels, 0).tolist() == levels[0].tolist()
+    assert rate.steps_at(levels, rate.QUALITY_CODE_MAX).tolist() == levels[2].tolist()
+    assert rate.steps_at(levels, rate.QUALITY_CODE_MAX // 2).tolist() == levels[1].tolist()
+    quarter = rate.steps_at(levels, rate.QUALITY_CODE_MAX // 4)
+    assert quarter.tolist() == [3 << 16, 5 << 15]
+    codes = range(0, rate.QUALITY_CODE_MAX + 1, 7)
+    steps = np.stack([rate.steps_at(levels, c) for c in codes])
+    assert np.all(np.diff(steps, axis=0) <= 0)  # never coarser at a higher quality
+    with pytest.raises(ValueError):
+        rate.steps_at(levels, rate.QUALITY_CODE_MAX + 1)
+
+
+def test_level_tables_are_validated() -> None:
+    good = np.array([[2 << 16], [1 << 16]])
+    assert rate.check_levels(good, 1).dtype == np.int64
+    for bad in (np.array([[1 << 16], [2 << 16]]), np.array([[1 << 30], [1 << 16]]), np.array([[1.0], [0.5]]),
+                np.array([[1 << 16]])):
+        with pytest.raises(ValueError):
+            rate.check_levels(bad, 1)
+
+
+def test_scale_on_steps_is_floor_of_the_fixed_point_ratio() -> None:
+    scale = np.array([[[[7209 * 4]], [[100000]]]], dtype=np.int64)
+    steps = np.array([2 << 16, 3 << 16], dtype=np.int64).reshape(1, 2, 1, 1)
+    out = rate.scale_on_steps(scale, steps, 7209)
+    assert out.ravel().tolist() == [7209 * 2, 100000 // 3]
+    assert rate.quality_code(37.125) == 3712 and rate.quality_of(3712) == 37.12
+
+
+# -- the container's quality field -------------------------------------------------------------------
+
+def test_quality_field_round_trips_and_fixed_rate_files_stay_1_0() -> None:
+    streams = (container.StreamInfo("z", (2, 2, 2), 3), container.StreamInfo("y", (2, 8, 8), 4))
+    base = dict(model_id="m", fingerprint=b"\0" * 8, width=100, height=60, padded_width=128,
+                padded_height=128, channels=3, streams=streams)
+    payloads = [b"abc", b"defg"]
+    fixed = container.unpack(container.pack(container.Header(**base), payloads)).header
+    assert fixed.version == (1, 0) and fixed.quality is None
+    for code in (0, 1234, container.MAX_QUALITY_CODE):
+        data = container.pack(container.Header(**base, quality_code=code), payloads)
+        header = container.unpack(data).header
+        assert header.version == (1, 1) and header.quality_code == code
+    with pytest.raises(Exception, match="quality"):
+        container.pack(container.Header(**base, quality_code=container.MAX_QUALITY_CODE + 1), payloads)
+
+
+# -- the CLI -----------------------------------------------------------------------------------------
+
+def test_quality_is_monotonic_on_real_photos_and_info_shows_it(photos: list[Path], tmp_path: Path, capsys) -> None:
+    for photo in photos:
+        sizes = []
+        for q in QUALITIES:
+            out = tmp_path / f"{photo.stem}-{q}.hfc"
+            code, _, err = run(["encode", str(photo), "-q", str(q), "-o", str(out)], capsys)
+            assert code == 0, err
+            sizes.append(out.stat().st_size)
+            code, text, _ = run(["info", "--json", str(out)], capsys)
+            assert json.loads(text)[0]["quality"] == q
+        assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), (photo.name, sizes)
+        # decoding at every quality gives an image, and quality buys PSNR
+        psnrs = []
+        for q in (QUALITIES[0], QUALITIES[-1]):
+            rec = tmp_path / f"{photo.stem}-{q}.png"
+            assert run(["decode", str(tmp_path / f"{photo.stem}-{q}.hfc"), "-o", str(rec)], capsys)[0] == 0
+            a = np.asarray(Image.open(rec).convert("RGB"), dtype=np.float64)
+            b = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float64)
+            psnrs.append(10 * np.log10(255**2 / np.mean((a - b) ** 2)))
+        assert psnrs[1] > psnrs[0] + 3
+
+
+def test_default_quality_is_recorded(photos: list[Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "d.hfc"
+    assert run(["encode", str(photos[0]), "-o", str(out)], capsys)[0] == 0
+    assert container.read_file(out).header.quality == rate.DEFAULT_QUALITY
+
+
+@pytest.mark.parametrize("fraction", [0.35, 0.6, 1.0])
+def test_size_and_bpp_land_within_90_to_100_percent_of_the_target(
+    photos: list[Path], tmp_path: Path, capsys, fraction: float
+) -> None:
+    for photo in photos:
+        # targets between the lowest and the highest quality's sizes (reachable)
+        low, high = tmp_path / "low.hfc", tmp_path / "high.hfc"
+        run(["encode", str(photo), "-q", "0", "-o", str(low), "-f"], capsys)
+        run(["encode", str(photo), "-q", "100", "-o", str(high), "-f"], capsys)
+        target = int(low.stat().st_size + fraction * (high.stat().st_size - low.stat().st_size))
+        out = tmp_path / f"{photo.stem}-size.hfc"
+        code, _, err = run(["encode", str(photo), "--size", str(target), "-o", str(out), "-f"], capsys)
+        assert code == 0, err
+        assert 0.9 * target <= out.stat().st_size <= target, (photo.name, target, out.stat().st_size)
+        h = container.read_file(out).header
+        bpp = 8 * target / (h.width * h.height)
+        out_bpp = tmp_path / f"{photo.stem}-bpp.hfc"
+        code, _, err = run(["encode", str(photo), "--bpp", f"{bpp:.6f}", "-o", str(out_bpp), "-f"], capsys)
+        assert code == 0, err
+        assert 0.9 * bpp <= _bpp(out_bpp) <= bpp * 1.000001
+
+
+def test_size_suffixes(photos: list[Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "k.hfc"
+    assert run(["encode", str(photos[0]), "--size", "3k", "-o", str(out)], capsys)[0] == 0
+    assert 2700 <= out.stat().st_size <= 3000
+    out2 = tmp_path / "kib.hfc"
+    assert run(["encode", str(photos[0]), "--size", "3KiB", "-o", str(out2)], capsys)[0] == 0
+    assert out2.stat().st_size <= 3072 and out2.stat().st_size >= out.stat().st_size
+
+
+def test_unreachable_size_names_the_smallest_file(photos: list[Path], tmp_path: Path, capsys) -> None:
+    low = tmp_path / "low.hfc"
+    run(["encode", str(photos[0]), "-q", "0", "-o", str(low)], capsys)
+    out = tmp_path / "x.hfc"
+    code, _, err = run(["encode", str(photos[0]), "--size", "100", "-o", str(out)], capsys)
+    assert code == 6
+    assert str(low.stat().st_size) in err and "smallest" in err
+    assert not out.exists()
+
+
+def test_rate_options_are_usage_errors_when_combined_or_malformed(photos: list[Path], tmp_path: Path, capsys):
+    out = tmp_path / "x.hfc"
+    for args in (["-q", "50", "--bpp", "0.3"], ["--size", "10k", "--bpp", "0.3"], ["--size", "ten"],
+                 ["-q", "101"], ["--bpp", "0"]):
+        code, _, err = run(["encode", str(photos[0]), *args, "-o", str(out)], capsys)
+        assert code == 2, (args, err)
+    assert not out.exists()
+
+
+def test_quiet_is_long_only_and_q_is_quality(photos: list[Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "quiet.hfc"
+    code, out_text, err = run(["encode", str(photos[0]), "--quiet", "-q", "10", "-o", str(out)], capsys)
+    assert code == 0 and err == "" and out_text == ""
+    assert container.read_file(out).header.quality == 10.0
+
+
+def test_quality_with_a_fixed_rate_model_is_a_usage_error(photos: list[Path], tmp_path: Path, capsys) -> None:
+    fixed = make_tiny_weights(tmp_path / "fixed.safetensors", seed=1)
+    out = tmp_path / "x.hfc"
+    code, _, err = run(["encode", str(photos[0]), "-m", str(fixed), "-q", "50", "-o", str(out)], capsys)
+    assert code == 2 and "fixed-rate" in err and "hific-vr" in err
+    assert not out.exists()
+    # a target with a fixed-rate model (no family) takes the model's one file when it fits
+    code, _, err = run(["encode", str(photos[0]), "-m", str(fixed), "--size", "1M", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert container.read_file(out).header.quality is None
+
+
+def test_api_encode_takes_quality_and_targets(vr_tiny: Path) -> None:
+    import hificli
+
+    model = hificli.load_model(vr_tiny)
+    image = sample_image(200, 150, seed=3)
+    sizes = [len(hificli.encode(image, model, quality=q)) for q in (0, 100)]
+    assert sizes[0] < sizes[1]
+    data = hificli.encode(image, model, target_size=(sizes[0] + sizes[1]) // 2)
+    assert sizes[0] <= len(data) <= (sizes[0] + sizes[1]) // 2
+    assert container.unpack(data).header.quality is not None
+    with pytest.raises(HificError):
+        hificli.encode(image, model, quality=50, target_bpp=0.2)
+
+
+# -- determinism and golden files --------------------------------------------------------------------
+
+GOLDEN_VR_MODEL = EXPECTED / "golden-tiny-vr.safetensors"
+GOLDEN_VR_INDEX = EXPECTED / "golden-vr.json"
+GOLDEN_VR_QUALITIES = (10.0, 50.0, 90.0)
+
+
+def _regenerate_vr_golden() -> None:
+    """HIFIC_REGEN_GOLDEN_VR=1: rebuild the variable-rate golden model, files and hashes only."""
+    import hificli
+    from hificli.codec import encode_source
+    from hificli.imageio import read_image
+
+    make_tiny_weights(GOLDEN_VR_MODEL, seed=12, model_id="golden-tiny-vr", preset="tiny-gdn", rate_levels=4)
+    model = hificli.load_model(GOLDEN_VR_MODEL)
+    index = {}
+    for q in GOLDEN_VR_QUALITIES:
+        data = encode_source(read_image(SAMPLE), model, rate.quality_code(q))
+        name = f"golden-vr-q{q:g}.hfc"
+        (EXPECTED / name).write_bytes(data)
+        index[name] = {"latents": latent_hash(data, model), "file": hashlib.sha256(data).hexdigest()}
+    GOLDEN_VR_INDEX.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+
+
+def test_variable_rate_golden_files_decode_to_recorded_latents() -> None:
+    import hificli
+    from hificli.codec import encode_source
+    from hificli.imageio import read_image
+
+    if os.environ.get("HIFIC_REGEN_GOLDEN_VR") == "1":
+        _regenerate_vr_golden()
+    model = hificli.load_model(GOLDEN_VR_MODEL)
+    index = json.loads(GOLDEN_VR_INDEX.read_text())
+    assert sorted(index) == sorted(f"golden-vr-q{q:g}.hfc" for q in GOLDEN_VR_QUALITIES)
+    for q in GOLDEN_VR_QUALITIES:
+        name = f"golden-vr-q{q:g}.hfc"
+        data = (EXPECTED / name).read_bytes()
+        assert container.unpack(data).header.quality == q
+        assert latent_hash(data, model) == index[name]["latents"], name
+        # and today's encoder still writes the same bytes
+        assert hashlib.sha256(encode_source(read_image(SAMPLE), model, rate.quality_code(q))).hexdigest() \
+            == index[name]["file"], name
+
+
+def _hashes(*args: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": args[2]}
+    out = subprocess.run([sys.executable, str(HERE / "latent_hashes.py"), *args], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_variable_rate_latents_identical_across_processes_and_threads(vr_tiny: Path, tmp_path: Path) -> None:
+    images = []
+    for i, (w, h) in enumerate(((97, 211), (300, 64), (160, 160))):
+        path = tmp_path / f"img{i}.png"
+        sample_image(w, h, seed=20 + i).save(path)
+        images.append(str(path))
+    images.append(str(SAMPLE))
+    out_dir = tmp_path / "hfc"
+    out_dir.mkdir()
+    encoded: dict[str, str] = {}
+    for q in ("5", "50", "95.5"):
+        encoded.update(_hashes(f"encode:{q}", str(vr_tiny), "1", str(out_dir), *images)["hashes"])
+    decoded = _hashes("decode", str(vr_tiny), "2", *map(str, sorted(out_dir.glob("*.hfc"))))
+    assert decoded["threads"] == 2
+    assert len(encoded) == 3 * len(images)
+    assert decoded["hashes"] == encoded

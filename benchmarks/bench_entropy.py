@@ -6,7 +6,9 @@ Streams: latents y (220 x 32 x 48 = 337,920 symbols, Gaussian, sigma log-uniform
 random means, coded with the default 256-level table) and hyperlatents z (320 x 8 x 12, per-channel
 logistic densities with scales in [0.5, 4], factorized tables). Times are medians over the repeats,
 after one warm-up call (which builds the cached constriction models; its time is listed as "first").
-The earlier port's numbers (1.2 M symbols/s encode, 0.28 M/s decode) were measured on the same 2 cores.
+The earlier port's numbers (1.2 M symbols/s encode, 0.28 M/s decode) were measured earlier on the same
+kind of machine; they are shown in their own column, not divided into this run's. Each row carries the
+1-minute load average while it was measured.
 A second table times the integer-exact hyper-synthesis (mu and sigma, 320 -> 220 channels, z 8x12)
 against the same two float32 networks.
 """
@@ -15,13 +17,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import EARLIER, describe, load_average, load_note  # noqa: E402
 
 from hificli.entropy.coder import decode_symbols, encode_symbols
 from hificli.entropy.tables import SCALE_FRAC_BITS, CdfTable, factorized_tables, latent_tables
@@ -82,24 +88,27 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = []
     cases = (("latents y 220x32x48", latent_case(rng)), ("hyperlatents z 320x8x12", hyper_case(rng)))
+    print(describe())
     for name, (symbols, idx, table) in cases:
+        loads = [load_average()]
         encode = lambda s=symbols, i=idx, t=table: encode_symbols(s, i, t)  # noqa: E731
         enc_first, enc_t, data = _timed(encode, args.repeats)
         decode = lambda i=idx, t=table, d=data: decode_symbols(d, i, t)  # noqa: E731
         dec_first, dec_t, out = _timed(decode, args.repeats)
         assert np.array_equal(out, symbols)
         n = symbols.size
-        rows.append((name, n, len(data), 8 * len(data) / n, n / enc_t, n / dec_t, enc_first, dec_first))
+        loads.append(load_average())
+        rows.append((name, n, len(data), 8 * len(data) / n, n / enc_t, n / dec_t, enc_first, dec_first,
+                     load_note(loads)))
 
-    print(f"Entropy coder throughput ({platform.processor() or platform.machine()}, "
-          f"median of {args.repeats}; first = cold call incl. building constriction models)\n")
-    print("| stream | symbols | bytes | bits/sym | encode M sym/s | decode M sym/s "
-          "| port enc / dec M/s | speed-up enc / dec | first enc / dec ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, n, size, bps, enc, dec, ef, df in rows:
+    print(f"\nEntropy coder throughput, median of {args.repeats}; first = cold call incl. building "
+          f"constriction models\n")
+    print("| stream | symbols | bytes | bits/sym | encode M sym/s | decode M sym/s | first enc / dec ms "
+          f"| load (1 min) | earlier port enc / dec M sym/s: {EARLIER} |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for name, n, size, bps, enc, dec, ef, df, load in rows:
         print(f"| {name} | {n:,} | {size:,} | {bps:.3f} | {enc / 1e6:.1f} | {dec / 1e6:.1f} "
-              f"| {PORT_ENCODE / 1e6:.2f} / {PORT_DECODE / 1e6:.2f} "
-              f"| {enc / PORT_ENCODE:.0f}x / {dec / PORT_DECODE:.0f}x | {ef * 1e3:.0f} / {df * 1e3:.0f} |")
+              f"| {ef * 1e3:.0f} / {df * 1e3:.0f} | {load} | {PORT_ENCODE / 1e6:.2f} / {PORT_DECODE / 1e6:.2f} |")
     exact_synthesis_rows(args.repeats)
 
 
@@ -132,10 +141,13 @@ def exact_synthesis_rows(repeats: int) -> None:
 
     print(f"\nHyper-synthesis mu + sigma, z 320x8x12 -> 220x32x48 (torch threads: {torch.get_num_threads()}; "
           f"weight conversion {convert * 1e3:.0f} ms, once per model load)\n")
-    print("| path | median ms |")
-    print("|---|---:|")
-    print(f"| integer-exact (float64 on integers) | {_timed(lambda: exact(z), repeats)[1] * 1e3:.0f} |")
-    print(f"| float32 reference (not deterministic) | {_timed(reference, repeats)[1] * 1e3:.0f} |")
+    print("| path | median ms | load (1 min) |")
+    print("|---|---:|---|")
+    for name, fn in (("integer-exact (float64 on integers)", lambda: exact(z)),
+                     ("float32 reference (not deterministic)", reference)):
+        loads = [load_average()]
+        seconds = _timed(fn, repeats)[1]
+        print(f"| {name} | {seconds * 1e3:.0f} | {load_note([*loads, load_average()])} |")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ def measure(arch: str, mp: float, opts: argparse.Namespace, weights: Path) -> di
     hfc = workdir / f"{arch}-{width}x{height}.hfc"
     recon = workdir / f"{arch}-{width}x{height}.out.png"
     limits = ["--max-memory", opts.max_memory] + (["--tile", str(opts.tile)] if opts.tile is not None else [])
-    common = ["-m", str(weights), "-f", "-q", *limits]
+    common = ["-m", str(weights), "-f", "--quiet", *limits]
+    load_start = os.getloadavg()[0]
     enc_s, enc_mb, enc_rc = run(["encode", str(image), "-o", str(hfc), *common], opts.threads, opts.timeout)
     dec_s, dec_mb, dec_rc = math.inf, math.nan, -1
     if enc_rc == 0:
@@ -110,7 +111,7 @@ def measure(arch: str, mp: float, opts: argparse.Namespace, weights: Path) -> di
         "decode_s": dec_s, "decode_mb": dec_mb, "decode_rc": dec_rc,
         "bytes": hfc.stat().st_size if enc_rc == 0 else None,
         "max_memory": opts.max_memory, "tile": opts.tile, "threads": opts.threads or os.cpu_count(),
-        "load": os.getloadavg()[0],
+        "load": os.getloadavg()[0], "load_start": load_start,
     }
     with open(workdir / "results.jsonl", "a") as log:
         log.write(json.dumps(row) + "\n")
@@ -126,7 +127,7 @@ def fmt_row(r: dict) -> str:
     size = "load (64x64)" if r["width"] == 64 else f"{r['mp']:.1f} MP ({r['width']}x{r['height']})"
     return (
         f"| {r['arch']} | {size} | {t(r['encode_s'], r['encode_rc'])} | {r['encode_mb']:.0f} "
-        f"| {t(r['decode_s'], r['decode_rc'])} | {r['decode_mb']:.0f} |"
+        f"| {t(r['decode_s'], r['decode_rc'])} | {r['decode_mb']:.0f} | {r['load_start']:.1f}-{r['load']:.1f} |"
     )
 
 
@@ -152,8 +153,9 @@ def main() -> None:
         f"threads {opts.threads or 'default'}, max-memory {opts.max_memory}, tile {opts.tile}",
         flush=True,
     )
-    print("| arch (random weights) | image | encode s | encode peak MiB | decode s | decode peak MiB |")
-    print("|---|---|---:|---:|---:|---:|", flush=True)
+    print(f"# load average (1 min) at start: {os.getloadavg()[0]:.2f}")
+    print("| arch (random weights) | image | encode s | encode peak MiB | decode s | decode peak MiB | load (1 min) |")
+    print("|---|---|---:|---:|---:|---:|---|", flush=True)
     sizes = [float(v) for v in opts.mp.split(",") if v]
     for arch in opts.arch.split(","):
         weights = make_weights(arch, opts.workdir)

@@ -65,7 +65,7 @@ def worker(args: argparse.Namespace) -> None:
         "arch": args.arch[0], "perceptual": args.perceptual[0], "stage": args.stage,
         "s_per_step": sum(times) / len(times), "steps_timed": len(times), "wall_s": wall,
         "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "cuda_gib": cuda,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "load": os.getloadavg()[0],
     }))
 
 
@@ -88,6 +88,7 @@ def main() -> None:
         return
 
     rows = []
+    load_start = os.getloadavg()[0]
     for arch in args.arch:
         for kind in args.perceptual:
             cmd = [sys.executable, __file__, "--worker", "--arch", arch, "--perceptual", kind, "--stage", args.stage,
@@ -108,13 +109,13 @@ def main() -> None:
     window = f", perceptual on {args.perceptual_crop}px windows" if args.perceptual_crop else ""
     print(f"`hific train --stage {args.stage}`, batch {args.batch}, {args.crop}x{args.crop} crops{window}, "
           f"{args.device} ({platform.processor() or platform.machine()}, {rows[0]['threads']} threads), "
-          f"mean of {args.steps} steps after 1 warm-up step\n")
-    print("| arch | perceptual | s/step | steps/s | images/s | peak RSS (GiB) | CUDA peak (GiB) |")
-    print("|---|---|---|---|---|---|---|")
+          f"mean of {args.steps} steps after 1 warm-up step; load average (1 min) {load_start:.2f} at start\n")
+    print("| arch | perceptual | s/step | steps/s | images/s | peak RSS (GiB) | CUDA peak (GiB) | load at end |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         cuda = f"{r['cuda_gib']:.2f}" if r["cuda_gib"] is not None else "-"
         print(f"| {r['arch']} | {r['perceptual']} | {r['s_per_step']:.2f} | {1 / r['s_per_step']:.3f} | "
-              f"{args.batch / r['s_per_step']:.2f} | {r['rss_gib']:.2f} | {cuda} |")
+              f"{args.batch / r['s_per_step']:.2f} | {r['rss_gib']:.2f} | {cuda} | {r['load']:.1f} |")
 
 
 if __name__ == "__main__":

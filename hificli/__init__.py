@@ -3,7 +3,7 @@
 Python API (imports torch lazily, on first use)::
 
     import hificli
-    model = hificli.load_model("hific-default")
+    model = hificli.load_model()             # the built-in default; or a name from `hific models`, a path
     data = hificli.encode(image, model)      # PIL.Image -> bytes of a .hfc file
     image = hificli.decode(data, model)      # bytes -> PIL.Image
 """

@@ -149,15 +149,38 @@ def model_lock(root: Path, name: str, on_wait: Callable[[], None] | None = None)
     """Hold an exclusive per-model lock (``locks/<name>.lock``) across processes.
 
     ``on_wait``: optional callable run once if another process holds the lock and we have to wait.
+    The holder deletes the lock file when it is done (no lock files stay behind, whatever happened);
+    a waiter that then holds the lock of a deleted file locks the current one instead.
     """
     lock_dir = root / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{check_name(name)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    path = lock_dir / f"{check_name(name)}.lock"
+    while True:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _acquire(fd, on_wait)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _is_current(fd, path):
+            break
+        os.close(fd)
+        on_wait = None
     try:
-        _acquire(fd, on_wait)
         yield
     finally:
+        with contextlib.suppress(OSError):  # Windows cannot delete an open file: it stays
+            os.unlink(path)
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """True if the locked descriptor is still the file at ``path`` (not one its holder deleted)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _acquire(fd: int, on_wait: Callable[[], None] | None) -> None:
@@ -212,9 +235,10 @@ def remove(root: Path, name: str) -> bool:
     """
     removed = False
     target = model_dir(root, name)
-    if target.exists():
+    if os.path.lexists(target):  # a link (even a dangling one) is removed, not followed
         _discard(root, target)
         removed = True
+    clean_stale(root, name)
     for stray in (partial_path(root, name), partial_meta_path(root, name)):
         if stray.exists():
             stray.unlink()
@@ -227,16 +251,46 @@ def partial_meta_path(root: Path, name: str) -> Path:
     return tmp_dir(root) / f"{check_name(name)}.part.json"
 
 
-def clean_stale(root: Path, name: str) -> None:
-    """Delete staging/trash folders of ``name`` left by killed processes. Call it holding the lock:
-    no live process stages ``name`` then. Partial downloads are kept (they resume)."""
+_LEFTOVER_RE = re.compile(r"^(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(staging|trash)$")
+
+
+def clean_stale(root: Path, name: str) -> list[str]:
+    """Delete staging/trash folders left by killed processes: every one of ``name`` (call it holding
+    the lock of ``name``: no live process stages it then), and those of other names whose process is
+    gone (a killed ``hific models import`` of any name is cleaned by the next install). Partial
+    downloads are kept (they resume). Returns the names deleted."""
     tmp = tmp_dir(root)
     if not tmp.is_dir():
-        return
-    pattern = re.compile(rf"^{re.escape(check_name(name))}\.\d+\.[0-9a-f]{{8}}\.(staging|trash)$")
+        return []
+    removed = []
     for child in tmp.iterdir():
-        if pattern.match(child.name):
-            shutil.rmtree(child, ignore_errors=True)
+        match = _LEFTOVER_RE.match(child.name)
+        if match and (match["name"] == check_name(name) or not _process_alive(int(match["pid"]))):
+            _delete(child)
+            removed.append(child.name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (an unknown answer counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _delete(path: Path) -> None:
+    """Remove a file, a folder tree or a link (never what a link points to)."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def human_size(n: int) -> str:
@@ -252,7 +306,7 @@ def _discard(root: Path, folder: Path) -> None:
     trash = tmp_dir(root) / f"{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.trash"
     trash.parent.mkdir(parents=True, exist_ok=True)
     os.replace(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    _delete(trash)  # a models/<name> that is a link: the link goes, what it points to stays
 
 
 @dataclass

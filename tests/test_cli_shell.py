@@ -35,7 +35,7 @@ def test_usage_errors_exit_2() -> None:
 def test_errors_are_one_line_and_verbose_adds_the_traceback(tmp_path) -> None:
     missing = str(tmp_path / "missing.hfc")
     result = hific("decode", missing)
-    assert result.returncode == 3
+    assert result.returncode == 2  # a usage error, found before any model loads
     assert result.stderr.strip().splitlines() == [f"error: {missing}: no such file"]
     junk = tmp_path / "junk.hfc"
     junk.write_bytes(b"\x89HFC" + b"\x00" * 40)

@@ -165,13 +165,14 @@ def test_real_process_exit_codes(tmp_path, name: str, content: bytes | None, mes
 
 
 def test_minor_versions_and_the_quality_field_are_shown(tmp_path, capsys) -> None:
-    for minor, fields, version, quality in (
-        (1, raw_fields() + varint(1 + 5025), "1.1", 50.25),  # 1.1: quality field (1 + code)
-        (1, raw_fields() + varint(0), "1.1", None),  # 1.1 without a rate parameter
-        (4, raw_fields() + varint(1) + b"\x07\x07", "1.4", 0.0),  # a newer minor: appended fields skipped
+    rate = 0x02  # FLAG_RATE: the quality code follows the stream entries
+    for minor, flags, fields, version, quality in (
+        (1, rate, raw_fields() + varint(5025), "1.1", 50.25),
+        (1, 0, raw_fields(), "1.1", None),  # 1.1 without a rate parameter
+        (4, rate, raw_fields() + varint(0) + b"\x07\x07", "1.4", 0.0),  # a newer minor: appended fields skipped
     ):
-        path = tmp_path / f"v1{minor}.hfc"
-        path.write_bytes(raw_file(fields, minor=minor))
+        path = tmp_path / f"v1{minor}-{flags}.hfc"
+        path.write_bytes(raw_file(fields, minor=minor, flags=flags))
         code, out, _ = run_main(["info", "--json", str(path)], capsys)
         record = json.loads(out)[0]
         assert code == 0 and record["format_version"] == version and record["quality"] == quality

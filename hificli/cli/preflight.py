@@ -257,13 +257,17 @@ def all_exist(inputs: Sequence[str], *plans: dict[str, str]) -> bool:
     return all(existing(mapping[p] for mapping in plans if p in mapping) for p in inputs)
 
 
-def check_model(name: str | None, cache_dir: str | None) -> None:
-    """A -m value that is no registered name, installed model or existing path fails now (exit 4, with
-    the known names), before torch loads. Registered names are checked when they load (download)."""
+def check_model(name: str | None, cache_dir: str | None, offline: bool | None) -> None:
+    """A -m value that cannot load fails now, before torch (exit 4 with the known names or how to
+    import it): no registered name, installed model or existing path, or a registered model that is not
+    installed while hific is offline. Other registered models are fetched when they load."""
     from hificli.zoo import registry
 
-    if name is None or registry.find(name) is not None:
+    if name is None:
+        return
+    entry = registry.find(name)
+    if entry is not None and not registry.is_offline(offline):
         return
     from hificli.zoo.resolve import resolve_model
 
-    resolve_model(name, offline=True, cache_dir=cache_dir, progress=False)  # never downloads: not registered
+    resolve_model(name, offline=True if entry is None else offline, cache_dir=cache_dir, progress=False)

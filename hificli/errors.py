@@ -11,7 +11,8 @@ EXIT_ERROR = 1  # general failure (I/O error, internal error)
 EXIT_USAGE = 2  # bad command line (click's own code)
 EXIT_INVALID_INPUT = 3  # corrupt/truncated .hfc, unreadable or unsupported image
 EXIT_MODEL = 4  # unknown model, model not installed / not downloadable, weights mismatch
-EXIT_EXISTS = 5  # output exists and --force was not given
+EXIT_EXISTS = 5  # output exists and --force was not given, or is not a regular file (even with -f)
+EXIT_TARGET = 6  # --size / --bpp target below the smallest file the model can make
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
@@ -26,10 +27,21 @@ class HificError(Exception):
         self.hint = hint
 
 
+class UsageError(HificError):
+    """The command line cannot work as given (missing input, output equal to an input, bad option value);
+    found before any model is loaded."""
+
+    exit_code = EXIT_USAGE
+
+
 class InvalidInputError(HificError):
     """Input the user gave us cannot be used (bad image, bad .hfc)."""
 
     exit_code = EXIT_INVALID_INPUT
+
+
+class InputTooLargeError(InvalidInputError):
+    """An input is larger than hific reads (refused before reading it, or as soon as it passes the limit)."""
 
 
 class CorruptFileError(InvalidInputError):
@@ -67,3 +79,14 @@ class OutputExistsError(HificError):
     """Refused to overwrite an existing file without --force."""
 
     exit_code = EXIT_EXISTS
+
+
+class UnsafeOutputError(OutputExistsError):
+    """The output is a device, FIFO, socket, directory or a link to one: never replaced, even with
+    --force (hific writes regular files, or stdout with ``-``)."""
+
+
+class TargetUnreachableError(HificError):
+    """A --size / --bpp target is smaller than the lowest quality's file."""
+
+    exit_code = EXIT_TARGET

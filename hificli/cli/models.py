@@ -1,7 +1,7 @@
 """`hific models`: list, pull, import, verify and remove pretrained models (a shell over hificli.zoo).
 
-Listing, ``path``, ``rm`` and ``verify`` are offline and never import torch; ``pull`` and ``import``
-convert checkpoints and import it then.
+Listing, ``path`` and ``rm`` are offline and never import torch; ``pull`` and ``import`` convert
+checkpoints and import it then, as ``verify`` does to re-hash the models shipped in the package.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def _rows(root: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "name": entry.name,
             "target_bpp": entry.target_bpp,
+            "rate_range": list(entry.rate_range) if entry.rate_range else None,
             "description": entry.description,
             "source": entry.source,
             "license": entry.license,
@@ -116,6 +117,7 @@ def _rows(root: Path) -> list[dict[str, Any]]:
             row = {
                 "name": name,
                 "target_bpp": None,
+                "rate_range": None,
                 "description": "imported with 'hific models import'",
                 "source": manifest.source_url if manifest else "",
                 "license": "",
@@ -143,18 +145,28 @@ def _cache_state(root: Path, name: str, absent: str) -> dict[str, Any]:
     }
 
 
+def _rate(row: dict[str, Any]) -> str:
+    """What a model gives on photos: its measured range, else its training target."""
+    if row["rate_range"]:
+        low, high = row["rate_range"]
+        return f"{low:.2f}-{high:.2f} bpp"
+    if row["target_bpp"] is not None:
+        return f"~{row['target_bpp']:.2f} bpp (target)"
+    return "-"
+
+
 def _print_list(root: Path, as_json: bool) -> None:
     rows = _rows(root)
     if as_json:
         click.echo(json.dumps({"cache_dir": str(root), "models": rows}, indent=2))
         return
-    header = ("NAME", "TARGET", "STATUS", "ON DISK", "DOWNLOAD", "SOURCE")
+    header = ("NAME", "RATE ON PHOTOS", "STATUS", "ON DISK", "DOWNLOAD", "SOURCE")
     table = [header]
     for row in rows:
         table.append(
             (
                 row["name"],
-                f"{row['target_bpp']:.2f} bpp" if row["target_bpp"] is not None else "-",
+                _rate(row),
                 row["status"],
                 _human(row["size"]) if row["size"] else "-",
                 f"~{_human(row['download_size'])}" if row["download_size"] and not row["installed"] else "-",
@@ -187,6 +199,7 @@ def pull_command(
     The transfer resumes after an interruption; the file is checked against the md5 the Zenodo
     record publishes and converted to inference weights before anything is installed.
     """
+    from hificli.zoo import cache
     from hificli.zoo.download import pull
 
     root = _root(cache_dir)
@@ -202,7 +215,7 @@ def pull_command(
             failures.append(exc.exit_code)
             continue
         if result.changed:
-            _info(f"{name}: installed {_human(result.manifest.size)} at {result.weights}")
+            _info(f"{name}: installed {_human(cache.size_on_disk(root, name))} at {result.weights}")
         else:
             _info(f"{name}: already installed at {result.weights} (use --force to fetch it again)")
     _exit_for(failures)
@@ -223,11 +236,12 @@ def import_command(
     FILE is a checkpoint in the earlier PyTorch port's layout (.pt, e.g. a Google Drive copy of
     hific_med.pt), hific inference weights (.safetensors), or a training run directory holding them.
     """
+    from hificli.zoo import cache
     from hificli.zoo.download import import_model
 
     root = _root(cache_dir)
     result = import_model(name, file, cache_dir=root, half=half, keep_original=keep_original, force=force)
-    _info(f"{name}: installed {_human(result.manifest.size)} at {result.weights}")
+    _info(f"{name}: installed {_human(cache.size_on_disk(root, name))} at {result.weights}")
 
 
 @command.command("rm")
@@ -290,37 +304,52 @@ def path_command(name: str | None, cache_dir: Path | None) -> None:
 @click.argument("names", nargs=-1)
 @_cache_option
 def verify_command(names: tuple[str, ...], cache_dir: Path | None) -> None:
-    """Re-hash installed models against their manifests (default: all)."""
-    from hificli.errors import EXIT_MODEL
+    """Re-hash models (default: the built-in ones and every installed one).
+
+    Installed models are checked against their manifests, built-in ones against the fingerprint their
+    weights file states."""
+    from hificli.errors import ModelMismatchError
     from hificli.zoo import cache, registry
 
     root = _root(cache_dir)
-    targets = list(names) or cache.installed_names(root)
-    if not targets:
-        _info(f"no models installed in {root}")
-        return
+    targets = list(names) or [e.name for e in registry.MODELS if e.embedded] + cache.installed_names(root)
     failures = []
     for name in targets:
-        entry = registry.find(name)
-        if entry is not None and entry.embedded:
-            _info(f"{name}: built in, shipped with the package (nothing to verify)")
-            continue
         try:
-            registry.check_name(name)
+            _verify_one(root, name)
         except HificError as exc:
+            if isinstance(exc, ModelMismatchError):
+                click.echo(f"FAILED  {name}")
             print_error(exc.message, exc.hint)
             failures.append(exc.exit_code)
             continue
-        if not cache.model_dir(root, name).exists():
-            print_error(f"{name}: not installed")
-            failures.append(EXIT_MODEL)
-            continue
-        result = cache.verify(root, name)
-        if result.ok:
-            click.echo(f"ok      {name}")
-        else:
-            click.echo(f"FAILED  {name}")
-            hint = f"reinstall it: hific models pull --force {name}"
-            print_error(f"{name}: {'; '.join(result.problems)}", hint)
-            failures.append(EXIT_MODEL)
+        click.echo(f"ok      {name}")
     _exit_for(failures)
+
+
+def _verify_one(root: Path, name: str) -> None:
+    """Check one model; a HificError says what is wrong and what to do."""
+    from hificli import weights
+    from hificli.errors import ModelMismatchError, ModelUnavailableError, UnknownModelError
+    from hificli.zoo import cache, registry
+
+    entry = registry.find(name)
+    if entry is not None and entry.embedded:
+        path = registry.embedded_path(entry)
+        if path is None:
+            raise ModelUnavailableError(f"{name}: the built-in model is missing from this installation")
+        try:
+            weights.check_fingerprint(path)
+        except ModelMismatchError as exc:
+            raise ModelMismatchError(f"{name}: {exc.message}", "the package is damaged: reinstall hific") from None
+        return
+    registry.check_name(name)
+    if not cache.model_dir(root, name).exists():
+        if entry is None:
+            known = ", ".join(registry.names())
+            raise UnknownModelError(f"{name}: not installed and not a known model", f"known models: {known}")
+        raise ModelUnavailableError(f"{name}: not installed", f"run: hific models pull {name}")
+    result = cache.verify(root, name)
+    if not result.ok:
+        hint = f"reinstall it: hific models pull --force {name}"
+        raise ModelMismatchError(f"{name}: {'; '.join(result.problems)}", hint)

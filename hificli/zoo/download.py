@@ -221,7 +221,8 @@ def pull(
         return _installed(root, name)
     if registry.is_offline(offline):
         raise ModelUnavailableError(
-            f"{name} is not installed and hific is offline ({registry.OFFLINE_ENV}=1)", import_hint(entry)
+            f"{name} is not installed and hific is offline ({registry.offline_reason(offline)})",
+            import_hint(entry),
         )
 
     def waiting() -> None:

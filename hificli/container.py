@@ -25,10 +25,11 @@ from hificli.errors import CorruptFileError, InvalidInputError, UnsupportedVersi
 
 MAGIC = b"\x89HFC"
 FORMAT_VERSION = (1, 1)  #: the newest version this hific reads; it writes 1.0 for fixed-rate files
-RATE_FIELD_MINOR = 1  #: minor version that appended the rate field
+RATE_FIELD_MINOR = 1  #: minor version that defined FLAG_RATE and the rate field
 
 FLAG_ICC = 0x01  #: flags bit 0: an ICC profile block follows the header
-KNOWN_FLAGS = FLAG_ICC
+FLAG_RATE = 0x02  #: flags bit 1 (format 1.1): a rate field (the quality code) follows the stream entries
+KNOWN_FLAGS = FLAG_ICC | FLAG_RATE
 
 CHANNEL_CHOICES = (1, 3)  #: 1 = grayscale source (decoded as grayscale), 3 = RGB
 CODER_ANS = 1  #: constriction AnsCoder, 32-bit words, little-endian
@@ -240,12 +241,12 @@ def _encode_header(h: Header) -> bytes:
         out.append(len(dims))
         out += b"".join(encode_varint(d) for d in dims)
         out += encode_varint(_check_range(f"{field} length", s.length, 0, MAX_STREAM_BYTES))
-    version = written_version(h)
-    if version[1] >= RATE_FIELD_MINOR:  # 0 = no rate parameter, else 1 + quality code
-        out += encode_varint(1 + _check_range("quality", h.quality_code, 0, MAX_QUALITY_CODE))
-    header_size = _check_range("header size", PREFIX_SIZE + len(out), PREFIX_SIZE, 0xFFFF)
     flags = FLAG_ICC if h.icc_profile is not None else 0
-    return _PREFIX.pack(MAGIC, *version, header_size, flags, h.channels) + bytes(out)
+    if h.quality_code is not None:
+        out += encode_varint(_check_range("quality", h.quality_code, 0, MAX_QUALITY_CODE))
+        flags |= FLAG_RATE
+    header_size = _check_range("header size", PREFIX_SIZE + len(out), PREFIX_SIZE, 0xFFFF)
+    return _PREFIX.pack(MAGIC, *written_version(h), header_size, flags, h.channels) + bytes(out)
 
 
 def header_bytes_size(header: Header) -> int:
@@ -407,9 +408,10 @@ def _parse(
             raise _Invalid(f"{field} length {length} runs past the end of the file ({size} bytes)")
         streams.append(StreamInfo(name, shape, length))
     quality_code = None
-    if minor >= RATE_FIELD_MINOR:
-        rate = r.varint("quality", 0, MAX_QUALITY_CODE + 1)
-        quality_code = rate - 1 if rate else None
+    if flags & FLAG_RATE:
+        if minor < RATE_FIELD_MINOR:
+            raise _Invalid(f"flag bit 1 (rate field) needs format 1.{RATE_FIELD_MINOR}, the file says 1.{minor}")
+        quality_code = r.varint("quality", 0, MAX_QUALITY_CODE)
     if (1, minor) <= FORMAT_VERSION and r.pos != header_size:
         raise _Invalid(f"header_size {header_size} does not match the header fields ({r.pos} bytes)")
     body = _Reader(data, header_size, end, "file")

@@ -1,7 +1,7 @@
 """Helper run in subprocesses: encode images or decode .hfc files and print latent hashes as JSON.
 
     python tests/latent_hashes.py encode MODEL THREADS OUT_DIR IMAGE...
-    python tests/latent_hashes.py encode:Q MODEL THREADS OUT_DIR IMAGE...   (variable-rate, quality Q)
+    python tests/latent_hashes.py encode:Q[,Q...] MODEL THREADS OUT_DIR IMAGE...   (variable-rate, qualities)
     python tests/latent_hashes.py decode MODEL THREADS FILE.hfc...
 """
 
@@ -35,15 +35,16 @@ def main(argv: list[str]) -> None:
     model = hificli.load_model(model_path)
     hashes = {}
     if mode.startswith("encode"):
-        _, _, quality = mode.partition(":")
-        code = quality_code(float(quality)) if quality else None
+        _, _, qualities = mode.partition(":")
         out_dir, images = Path(rest[0]), rest[1:]
-        for image in images:
-            data = encode_source(read_image(image), model, code)
-            suffix = f"-q{quality}" if quality else ""
-            target = out_dir / (Path(image).stem + suffix + ".hfc")
-            target.write_bytes(data)
-            hashes[target.name] = latent_hash(data, model)
+        for quality in qualities.split(","):
+            code = quality_code(float(quality)) if quality else None
+            for image in images:
+                data = encode_source(read_image(image), model, code)
+                suffix = f"-q{quality}" if quality else ""
+                target = out_dir / (Path(image).stem + suffix + ".hfc")
+                target.write_bytes(data)
+                hashes[target.name] = latent_hash(data, model)
     else:
         for path in rest:
             hashes[Path(path).name] = latent_hash(Path(path).read_bytes(), model)

@@ -284,7 +284,7 @@ HOSTILE = {
     "ICC too big": ({"flags": 1, "tail": varint(2**24 + 1) + bytes(12)}, BAD,
                     "ICC profile length 16777217 is outside"),
     "ICC empty": ({"flags": 1, "tail": b"\x00" + bytes(12)}, BAD, "ICC profile length 0 is outside"),
-    "unknown flag": ({"flags": 2}, NEWER, "unknown flag bits 0x02"),
+    "unknown flag": ({"flags": 4}, NEWER, "unknown flag bits 0x04"),
     "flag bit 7": ({"flags": 0x81}, NEWER, "unknown flag bits 0x80"),
     "major 2": ({"major": 2}, NEWER, r"made by a newer hific \(format 2.0\); upgrade hific"),
     "major 255": ({"major": 255, "minor": 7}, NEWER, r"newer hific \(format 255.7\)"),

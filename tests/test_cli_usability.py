@@ -295,28 +295,46 @@ def test_verbose_shows_weights_load_time_tiles_and_threads(tmp_path: Path, tiny:
     assert code == 0 and "loaded in" not in quiet and "tile" not in quiet
 
 
-def test_status_line_while_the_model_loads_in_a_terminal(tmp_path: Path, tiny: Path) -> None:
+def _with_terminal_stderr(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run hific with stderr on a pseudo-terminal and stdout on a pipe: (exit code, stdout, terminal text)."""
     import pty
+    import threading
 
-    sample_image(32, 32).save(tmp_path / "a.png")
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "hificli", "encode", "a.png", "-m", str(tiny)], cwd=tmp_path,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    proc = subprocess.Popen([sys.executable, "-m", "hificli", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO once the process has closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO once the process has closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out = proc.communicate(timeout=120)[0].decode()
+    reader.join(timeout=30)
     os.close(master)
-    assert proc.wait(timeout=120) == 0
-    text = b"".join(chunks).decode(errors="replace")
+    return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_status_line_while_the_model_loads_in_a_terminal(tmp_path: Path, tiny: Path) -> None:
+    sample_image(32, 32).save(tmp_path / "a.png")
+    code, _, text = _with_terminal_stderr(["encode", "a.png", "-m", str(tiny)], tmp_path)
+    assert code == 0, text
     assert f"loading model {tiny} ..." in text and "\r\x1b[K" in text, text
     assert text.index("loading model") < text.index("input")  # erased before the summary
+    sample_image(40, 32).save(tmp_path / "b.png")
+    code, out, text = _with_terminal_stderr(["encode", "a.png", "b.png", "-m", str(tiny), "-f", "--json"], tmp_path)
+    assert code == 0, text
+    assert [json.loads(line)["input"] for line in out.splitlines()] == ["a.png", "b.png"]  # not onto the bar
+    assert '"input"' not in text
 
 
 # ---------------------------------------------------------------------------------------------- 5. exit codes

@@ -66,7 +66,7 @@ def test_summary_table_reports_real_bpp(tmp_path: Path, tiny: Path, capsys) -> N
     assert code == 0
     size = (tmp_path / "a.hfc").stat().st_size
     assert f"{8 * size / (96 * 64):.3f}" in err
-    code, _, err = run(["-q", "encode", str(src), "-m", str(tiny), "-f"], capsys)
+    code, _, err = run(["--quiet", "encode", str(src), "-m", str(tiny), "-f"], capsys)
     assert code == 0 and err == ""
 
 
@@ -146,12 +146,15 @@ def test_never_overwrites_without_force(tmp_path: Path, tiny: Path, capsys) -> N
     hfc_bytes = (tmp_path / "photo.hfc").read_bytes()
     code, _, err = run(["encode", str(photo), "-m", str(tiny)], capsys)
     assert code == 5 and "exists" in err and "--force" in err
-    # Decoding next to the original photo must not clobber it.
+    # Decoding next to the original photo does not clobber it: the default name is photo.decoded.png.
     code, _, err = run(["decode", str(tmp_path / "photo.hfc"), "-m", str(tiny)], capsys)
+    assert code == 0 and (tmp_path / "photo.decoded.png").is_file(), err
+    assert photo.read_bytes() == original
+    code, _, err = run(["decode", str(tmp_path / "photo.hfc"), "-m", str(tiny), "-o", str(photo)], capsys)
     assert code == 5 and "photo.png exists" in err
     assert photo.read_bytes() == original
     assert (tmp_path / "photo.hfc").read_bytes() == hfc_bytes
-    assert run(["decode", str(tmp_path / "photo.hfc"), "-m", str(tiny), "-f"], capsys)[0] == 0
+    assert run(["decode", str(tmp_path / "photo.hfc"), "-m", str(tiny), "-o", str(photo), "-f"], capsys)[0] == 0
     assert photo.read_bytes() != original
     assert not list(tmp_path.glob(".*.part"))
 
@@ -181,10 +184,11 @@ def test_bad_inputs_fail_cleanly_and_batches_go_on(tmp_path: Path, tiny: Path, c
     (tmp_path / "bad.png").write_bytes(b"not an image at all")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    paths = [str(tmp_path / "bad.png"), str(tmp_path / "good.png"), str(tmp_path / "missing.png")]
+    (tmp_path / "empty.png").write_bytes(b"")
+    paths = [str(tmp_path / "bad.png"), str(tmp_path / "good.png"), str(tmp_path / "empty.png")]
     code, _, err = run(["encode", *paths, "-o", str(out_dir), "-m", str(tiny)], capsys)
     assert code == 3
-    assert "bad.png: not an image" in err and "missing.png: no such file" in err
+    assert "bad.png: not an image" in err and "empty.png: the file is empty (0 bytes)" in err
     assert "2 of 3 files failed" in err
     assert (out_dir / "good.hfc").exists() and not (out_dir / "bad.hfc").exists()
     data = bytearray((out_dir / "good.hfc").read_bytes())
@@ -207,11 +211,13 @@ def test_reconstruct_and_output_formats(tmp_path: Path, tiny: Path, capsys) -> N
         assert run(["decode", str(tmp_path / "p.hfc"), "-m", str(tiny), "-o", str(target)], capsys)[0] == 0
         assert Image.open(target).format == fmt
     code, _, err = run(["decode", str(tmp_path / "p.hfc"), "-m", str(tiny), "-o", str(tmp_path / "x.xyz")], capsys)
-    assert code == 1 and "extension" in err
+    assert code == 2 and "extension" in err  # a usage error, before the model loads
 
 
 def test_refuses_binary_to_terminal_and_bad_usage(tmp_path: Path, tiny: Path, capsys) -> None:
-    code, _, err = run(["encode", "a.png", "b.png", "-o", "-", "-m", str(tiny)], capsys)
+    for name in ("a.png", "b.png"):
+        sample_image(16, 16).save(tmp_path / name)
+    code, _, err = run(["encode", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", "-", "-m", str(tiny)], capsys)
     assert code == 2 and "single input" in err
     code, _, _ = run(["encode"], capsys)
     assert code == 2

@@ -19,8 +19,9 @@ from typing import Any
 
 import click
 
-from hificli.cli.common import print_file_error, settings, stderr_console
-from hificli.errors import EXIT_ERROR, HificError
+from hificli.cli import report
+from hificli.cli.common import print_file_error, settings, status_line, stderr_console
+from hificli.errors import EXIT_ERROR, HificError, InvalidInputError
 from hificli.tiling import Tiling, parse_size
 
 
@@ -38,7 +39,11 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
     #: Time spent loading a model during this job; the summary's time column leaves it out.
     model_seconds: float = 0.0
-    threads: int = 0  #: torch threads of the process that coded the file, for -v
+    model: str = ""  #: id of the model that coded the file
+    quality: float | None = None  #: the quality a variable-rate model coded at (None: fixed-rate)
+    tiles: int = 0  #: tiles of the widest stage (1: untiled), for -v
+    tiling: str = ""  #: the tiling policy in words, for -v
+    layout: str = ""  #: the .hfc file's streams and header bytes, for -vv
     device: str = ""  #: where the job's networks ran (hificli.device), for -v
 
 
@@ -85,20 +90,6 @@ def effective_jobs(jobs: int, inputs: Sequence[str]) -> int:
     return 1 if "-" in inputs else max(1, min(n, len(inputs)))
 
 
-def output_targets(inputs: Sequence[str], output: str | None, suffix: str, what: str) -> dict[str, str]:
-    """Each input's output path (see fileio.output_path), refusing stdout for several inputs and binary
-    ``what`` (e.g. "a .hfc file") on a terminal."""
-    from hificli import fileio
-
-    many = len(inputs) > 1
-    if many and output == fileio.STDIO:
-        raise click.UsageError("-o - (stdout) takes a single input")
-    targets = {p: fileio.output_path(p, suffix, output, many) for p in inputs}
-    if fileio.STDIO in targets.values() and sys.stdout.isatty():
-        raise click.UsageError(f"refusing to write {what} to a terminal; use -o FILE or redirect stdout")
-    return targets
-
-
 def show_progress() -> bool:
     """Progress bars (model downloads) only for interactive, non-quiet runs."""
     return not settings().quiet and os.isatty(2)
@@ -116,24 +107,41 @@ class ModelLoader:
     device: str = "cpu"  #: hificli.device name (``auto`` resolves in each process)
     half: bool = False
     load_seconds: float = 0.0  #: total time spent loading models in this process
+    verbose: int = 0  #: -v: say which weights loaded and how long it took
     _models: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def get(self, name: str | None) -> Any:
+    def get(self, name: str | None, *, from_header: bool = False) -> Any:
+        """The model ``name`` (None: the default); ``from_header``: a .hfc file's model id, resolved among
+        registry and installed names only, never as a path (hificli.zoo.resolve)."""
         from hificli.api import load_model
         from hificli.zoo.registry import DEFAULT_MODEL
 
         key = name or DEFAULT_MODEL
-        if key not in self._models:
+        slot = f"header:{key}" if from_header else key  # -m and headers never meet in one command
+        if slot not in self._models:
             start = time.perf_counter()
-            model = load_model(key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress,
-                               device=self.device, half=self.half)
+            status = self.progress and not _needs_download(key, self.cache_dir)  # downloads show a bar
+            with status_line(f"loading model {key} ...", status):
+                model = load_model(key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress,
+                                   device=self.device, half=self.half, from_header=from_header)
             model.tiling = self.tiling
-            self._models[key] = model
-            self.load_seconds += time.perf_counter() - start
-        return self._models[key]
+            self._models[slot] = model
+            seconds = time.perf_counter() - start
+            self.load_seconds += seconds
+            if self.verbose:
+                report.note(report.model_line(model, seconds))
+        return self._models[slot]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_models": {}, "progress": False}
+
+
+def _needs_download(name: str, cache_dir: str | None) -> bool:
+    """True for a registered remote model that is not in the cache yet."""
+    from hificli.zoo import cache, registry
+
+    entry = registry.find(name)
+    return entry is not None and not entry.embedded and not cache.is_installed(cache.cache_root(cache_dir), name)
 
 
 @dataclass
@@ -150,11 +158,12 @@ class ModelJob:
         """Load the -m model once per worker, before its first file."""
         self.models.get(self.model)
 
-    def load(self, name: str | None) -> tuple[Any, float]:
+    def load(self, name: str | None, *, from_header: bool = False) -> tuple[Any, float]:
         """The model ``name`` and the seconds spent loading it now (0 once it is loaded): a job reports
-        them as ``JobResult.model_seconds`` so that the summary's time column leaves them out."""
+        them as ``JobResult.model_seconds`` so that the summary's time column leaves them out.
+        ``from_header``: see :meth:`ModelLoader.get`."""
         before = self.models.load_seconds
-        model = self.models.get(name)
+        model = self.models.get(name, from_header=from_header)
         return model, self.models.load_seconds - before
 
     def write_image(self, target: str, pixels: Any, header: Any) -> int:
@@ -167,6 +176,62 @@ class ModelJob:
         data = encode_image(to_pil(pixels, header), output_format(target), header.icc_profile)
         fileio.write_output(target, data, self.force)
         return len(data)
+
+    def details(self, model: Any, width: int, height: int, stage: str, hfc: Any) -> dict[str, Any]:
+        """With -v, the JobResult fields that say how a file was coded: the tiles of ``stage``
+        ("encoder" or "trunk") and the tiling policy; with -vv also the layout of ``hfc`` (the .hfc
+        bytes or the parsed file)."""
+        level = self.models.verbose
+        if not level:
+            return {}
+        return {
+            "tiles": tile_count(model, width, height, stage),
+            "tiling": describe_tiling(model.tiling),
+            "layout": report.layout(hfc) if level >= 2 else "",
+        }
+
+
+def read_nonempty(path: str, *, max_memory: int | None = None, size_of: Callable[[bytes], int | None] | None = None
+                  ) -> bytes:
+    """An input's bytes (``-``: stdin); an empty one is invalid input, worded alike for encode and decode.
+    Reads at most a quarter of ``max_memory`` (fileio.input_limit; ``size_of``: see fileio.read_input)."""
+    from hificli import fileio
+
+    limit = fileio.MAX_INPUT_BYTES if max_memory is None else fileio.input_limit(max_memory)
+    raw = fileio.read_input(path, max_bytes=limit, size_of=size_of)
+    if not raw:
+        raise InvalidInputError(EMPTY_INPUT)
+    return raw
+
+
+EMPTY_INPUT = "the file is empty (0 bytes)"
+
+
+def tile_count(model: Any, width: int, height: int, stage: str) -> int:
+    """How many tiles ``stage`` ("encoder" or the generator's "trunk") uses for an image of this size:
+    the same plan hificli.tiling makes when it codes it."""
+    from hificli import tiling
+    from hificli.codec import padded_size
+
+    padded_width, padded_height = padded_size(width, height)
+    grid = (padded_height // tiling.LATENT, padded_width // tiling.LATENT)
+    trunk_halo = model.network.Generator.trunk_radius + tiling.UPSAMPLE_HALO
+    halo = tiling.ENCODER_HALO if stage == "encoder" else trunk_halo
+    tiles = tiling.stage_plan(stage, model.network, model.tiling, grid, unit_px=tiling.LATENT, halo=halo,
+                              latent_positions=grid[0] * grid[1])
+    return len(tiles)
+
+
+def describe_tiling(policy: Tiling) -> str:
+    """The tiling policy in words (-v)."""
+    if policy.tile == 0:
+        return "never tiled: --tile 0"
+    if policy.tile is not None:
+        return f"--tile {policy.tile} px"
+    share = f" per worker, {policy.workers} workers" if policy.workers > 1 else ""
+    from hificli.tiling import memory_size
+
+    return f"automatic under --max-memory {memory_size(policy.max_memory)}{share}"
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -296,12 +361,14 @@ def run_batch(
     jobs: int = 1,
     prepare: Callable[[], Any] | None = None,
     threads: int | None = None,
+    as_json: bool = False,
 ) -> int:
     """Run ``job`` on every input; return the exit code (0, or the first failure's code).
 
     ``jobs > 1``: in that many worker processes (``job`` and ``prepare`` must be picklable; ``prepare``
     runs once per worker, e.g. to load the model), each with ``threads`` torch threads (default: the
-    cores divided among them). Results and errors are reported in input order.
+    cores divided among them). Results and errors are reported in input order; ``as_json`` prints one
+    JSON object per file on stdout (hificli.cli.report) instead of the summary table.
     """
     opts = settings()
     show_progress = len(inputs) > 1 and not opts.quiet and sys.stderr.isatty()
@@ -318,15 +385,21 @@ def run_batch(
             TimeRemainingColumn(),
             console=stderr_console(),
             transient=True,
+            redirect_stdout=False,  # stdout carries data (--json lines), never the bar's console
         )
         progress.start()
         task = progress.add_task(verb, total=len(inputs), name=inputs[0] if inputs else "")
     try:
         for index, (path, outcome) in enumerate(_outcomes(inputs, job, jobs, prepare, threads)):
+            if as_json:
+                target = getattr(job, "targets", {}).get(path)
+                report.print_record(report.record(path, target, outcome, hfc_is_output=hfc_is_output))
             if isinstance(outcome, JobResult):
                 results.append(outcome)
                 for warning in outcome.warnings if not opts.quiet else ():
-                    stderr_console().print(f"[yellow]warning[/]: {path}: {warning}")
+                    report.warn(f"{path}: {warning}")
+                for line in report.verbose_lines(outcome, opts.verbose):
+                    report.note(line)
             elif isinstance(outcome, HificError):
                 print_file_error(path, outcome.message, outcome.hint)
                 exit_code = exit_code or outcome.exit_code
@@ -339,8 +412,8 @@ def run_batch(
     finally:
         if progress is not None:
             progress.stop()
-    if results and not opts.quiet:
-        print_summary(results, hfc_is_output=hfc_is_output)
+    if results and not opts.quiet and not as_json:
+        report.print_summary(results, hfc_is_output=hfc_is_output)
     if results and opts.verbose:
         print_compute(results, jobs)
     failed = len(inputs) - len(results)
@@ -358,30 +431,3 @@ def print_compute(results: Sequence[JobResult], jobs: int) -> None:
     processes = f"{jobs} processes x " if jobs > 1 else ""
     policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     stderr_console().print(f"compute: {devices}, {processes}{counts} thread{plural}, OMP_WAIT_POLICY={policy}")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def print_summary(results: Sequence[JobResult], *, hfc_is_output: bool) -> None:
-    """A table on stderr: file, size in, size out, bpp (from the real .hfc size), ratio (image file size
-    over .hfc size), time."""
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("input", "output", "pixels", "in", "out", "bpp", "ratio", "time"):
-        table.add_column(column, justify="left" if column in ("input", "output") else "right")
-    for r in results:
-        hfc, image = (r.out_bytes, r.in_bytes) if hfc_is_output else (r.in_bytes, r.out_bytes)
-        bpp = 8.0 * hfc / (r.width * r.height)
-        ratio = image / hfc if hfc else float("inf")
-        table.add_row(
-            r.source, r.target, f"{r.width}x{r.height}", _size(r.in_bytes), _size(r.out_bytes),
-            f"{bpp:.3f}", f"{ratio:.1f}x", f"{r.seconds:.2f}s",
-        )
-    stderr_console().print(table)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import click
@@ -51,7 +53,8 @@ def not_built(name: str, issue: str) -> None:
 
 
 def verbosity_options(func):
-    """Accept -v/-q after the subcommand too (``hific encode -q ...``), updating the global settings."""
+    """Accept -v/--quiet after the subcommand too (``hific encode --quiet ...``), updating the global
+    settings. Quiet has no short form: ``-q`` is ``encode``'s quality, as in cwebp and avifenc."""
 
     def set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> int:
         if value:
@@ -69,6 +72,21 @@ def verbosity_options(func):
         help="More output (also accepted before the command).",
     )(func)
     return click.option(
-        "-q", "--quiet", "_quiet", is_flag=True, expose_value=False, callback=set_quiet,
+        "--quiet", "_quiet", is_flag=True, expose_value=False, callback=set_quiet,
         help="Print only errors (also accepted before the command).",
     )(func)
+
+
+@contextlib.contextmanager
+def status_line(text: str, enabled: bool) -> Iterator[None]:
+    """Show ``text`` on stderr while the block runs (a terminal's status line), then erase it."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    try:
+        yield
+    finally:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()

@@ -7,18 +7,19 @@ from dataclasses import dataclass
 
 import click
 
+from hificli.cli import preflight
 from hificli.cli.batch import (
     JobResult,
     ModelJob,
     ModelLoader,
     effective_jobs,
     make_tiling,
-    output_targets,
     performance_options,
+    read_nonempty,
     run_batch,
     show_progress,
 )
-from hificli.cli.common import verbosity_options
+from hificli.cli.common import settings, verbosity_options
 from hificli.cli.deviceopts import device_options
 from hificli.cli.modelopts import model_options
 
@@ -28,6 +29,7 @@ from hificli.cli.modelopts import model_options
 @click.option("-o", "--output", metavar="OUT|DIR", help="Output image (format by extension), directory, or -.")
 @click.option("-m", "--model", metavar="NAME|PATH", help="Decode with these weights instead of the file's model.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout, no table.")
 @performance_options
 @device_options
 @model_options
@@ -37,6 +39,7 @@ def command(
     output: str | None,
     model: str | None,
     force: bool,
+    as_json: bool,
     offline: bool | None,
     cache_dir: str | None,
     jobs: int,
@@ -46,29 +49,49 @@ def command(
     half: bool,
     threads: int | None,
 ) -> None:
-    """Decompress .hfc files into images (PNG by default; .jpg/.webp/.tif by the -o extension).
+    """Decompress .hfc files into images (PNG unless the -o name says otherwise).
 
     \b
-    photo.hfc -> photo.png next to the input; it refuses to replace an existing photo.png (the
-    original, typically) unless -f is given. The model is taken from each file's header.
+    photo.hfc -> photo.decoded.png next to the input (never the name of the original photo.png);
+    -o DIR writes DIR/photo.png; -o FILE picks the format by extension: .png, .jpg/.jpeg, .webp,
+    .tif/.tiff, .bmp, .ppm. Existing files are never overwritten without -f. The model is taken from
+    each file's header (-m overrides it; the weights' fingerprint must match). --json prints one
+    object per file.
     """
     from hificli.device import check_device
 
-    targets = output_targets(inputs, output, ".png", "image data")
-    check_device(device)  # a missing GPU fails once, here, not once per file
+    targets = plan_outputs(inputs, output, as_json)
+    preflight.check_model(model, cache_dir, offline)
     workers = effective_jobs(jobs, inputs)
+    preflight.check_memory(max_memory, workers)
+    if not force and preflight.all_exist(inputs, targets):  # nothing to do: no model needed
+        refuse = preflight.ExistingOutputs(targets)
+        sys.exit(run_batch(list(inputs), refuse, verb="decoding", hfc_is_output=False, as_json=as_json))
+    check_device(device)  # a missing GPU fails once, here, not once per file
     loader = ModelLoader(
         offline, cache_dir, make_tiling(tile, max_memory, workers), progress=workers == 1 and show_progress(),
-        device=device, half=half,
+        device=device, half=half, verbose=settings().verbose,
     )
     if workers > 1:
         fetch_models_once(inputs, model, offline, cache_dir)
     job = DecodeJob(targets, force, model, loader)
     prepare = job.prepare if model else None
     code = run_batch(
-        list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare, threads=threads
+        list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare, threads=threads,
+        as_json=as_json,
     )
     sys.exit(code) if code else None
+
+
+def plan_outputs(inputs: tuple[str, ...], output: str | None, as_json: bool) -> dict[str, str]:
+    """Check the inputs and name every output image before anything loads (usage errors, exit 2)."""
+    preflight.check_inputs(inputs)
+    targets = preflight.plan(inputs, output, option="-o", default=preflight.decoded_name,
+                             in_dir=preflight.image_name)
+    preflight.check_outputs(inputs, targets)
+    preflight.check_image_names(targets.values(), "-o")
+    preflight.check_stdout(targets, "image data", as_json)
+    return targets
 
 
 def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool | None, cache_dir: str | None) -> None:
@@ -87,7 +110,7 @@ def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool 
             continue
     for name in sorted(names):
         try:
-            resolve_model(name, offline=offline, cache_dir=cache_dir, progress=show_progress())
+            resolve_model(name, offline=offline, cache_dir=cache_dir, progress=show_progress(), from_header=not model)
         except HificError:
             continue
 
@@ -104,15 +127,16 @@ class DecodeJob(ModelJob):
         target = self.targets[path]
         output_format(target)  # an unknown extension fails before any work
         fileio.check_writable(target, self.force)
-        raw = fileio.read_input(path)
+        raw = read_nonempty(path, max_memory=self.models.tiling.max_memory, size_of=container.declared_size)
         in_bytes = len(raw)
         hfc = container.unpack(raw)
         header = hfc.header
-        codec_model, loading = self.load(self.model or header.model_id)
+        codec_model, loading = self.load(self.model) if self.model else self.load(header.model_id, from_header=True)
         y_hat = decode_latents(hfc, codec_model)
+        details = self.details(codec_model, header.width, header.height, "trunk", hfc)
         del raw, hfc
         pixels = codec_model.synthesise(y_hat, header.width, header.height)
         del y_hat
         out_bytes = self.write_image(target, pixels, header)
         return JobResult(path, target, in_bytes, out_bytes, header.width, header.height, model_seconds=loading,
-                         device=codec_model.device)
+                         device=codec_model.device, model=codec_model.model_id, **details)

@@ -66,7 +66,7 @@ def _registered(
 
     if registry.is_offline(offline):
         raise ModelUnavailableError(
-            f"{entry.name} is not installed and hific is offline ({registry.OFFLINE_ENV}=1)",
+            f"{entry.name} is not installed and hific is offline ({registry.offline_reason(offline)})",
             import_hint(entry),
         )
     return pull(entry.name, cache_dir=cache_dir, offline=False, progress=progress).weights

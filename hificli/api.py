@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,13 +22,16 @@ def load_model(
     progress: bool = True,
     device: str = "cpu",
     half: bool = False,
+    from_header: bool = False,
 ) -> CodecModel:
     """Load a model by registry name (pulling it on first use unless offline), weights file, port
     checkpoint (.pt) or training run directory. ``None`` loads the embedded default.
 
     ``device`` (``auto``, ``cpu``, ``cuda[:N]``) and ``half`` say where and how the float transforms
     run (:meth:`CodecModel.place`). A file decodes to the same latents on every device; the symbols an
-    encoder writes follow its float latents, which can differ slightly between devices."""
+    encoder writes follow its float latents, which can differ slightly between devices.
+    ``from_header``: the name is a .hfc file's model id, resolved among registry and installed names
+    only, never as a path."""
     from hificli import weights
     from hificli.codec import CodecModel
     from hificli.device import resolve_device
@@ -36,11 +40,18 @@ def load_model(
 
     device = resolve_device(device)  # an unavailable device fails before any loading
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
-    path = resolve_model(name, offline=offline, cache_dir=cache_dir, progress=progress)
+    path = resolve_model(name, offline=offline, cache_dir=cache_dir, progress=progress, from_header=from_header)
     if weights.is_port_checkpoint(path):
         return _from_port_checkpoint(Path(path)).place(device, half=half)
     network, z_table, y_table, info = weights.load_weights(path)
     return CodecModel(network, z_table, y_table, info, Path(path)).place(device, half=half)
+
+
+def checkpoint_model_id(path: Path) -> str:
+    """The model id a .hfc file records for a checkpoint used directly: its file name made into a valid
+    id (``My_Model v2.pt`` -> ``my-model-v2``; FORMAT.md: ``[a-z0-9][a-z0-9._-]*``, at most 64)."""
+    text = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower().replace("_", "-"))
+    return re.sub(r"^[^a-z0-9]+", "", text)[:64].rstrip("._-") or "checkpoint"
 
 
 def _from_port_checkpoint(path: Path) -> CodecModel:
@@ -54,7 +65,7 @@ def _from_port_checkpoint(path: Path) -> CodecModel:
     state = network.inference_state_dict()
     arrays = weights.table_arrays(z_table, y_table)
     info = weights.WeightsInfo(
-        model_id=path.stem.replace("_", "-").lower()[:64] or "checkpoint",
+        model_id=checkpoint_model_id(path),
         fingerprint=weights.fingerprint(state, arrays, network.config),
         config=network.config,
         n_params=sum(t.numel() for t in state.values()),

@@ -37,6 +37,12 @@ DISCRIMINATOR_PREFIX = "Discriminator."
 ENTROPY_MODEL_PATTERN = "entropy_model."
 
 _RESBLOCK_RE = re.compile(r"^Generator\.resblock_(\d+)\.")
+#: What a HiFiC checkpoint can hold (the full model with discriminator and three optimizers is 2.2 GB;
+#: its largest tensor has 8.3 M elements; its pickle is well under a megabyte).
+MAX_PICKLE_BYTES = 64 * 1024**2
+MAX_INFLATED_BYTES = 256 * 1024**2
+MAX_CHECKPOINT_BYTES = 16 * 1024**3
+MAX_TENSOR_ELEMENTS = 1 << 27
 _MAX_LISTED = 5
 
 
@@ -58,13 +64,40 @@ class PortCheckpoint:
     epoch: int | None = None
 
 
+def check_zip_sizes(path: Path) -> None:
+    """Refuse, before unpacking anything, a zip checkpoint whose entries could not come from a HiFiC
+    checkpoint: a pickle over MAX_PICKLE_BYTES, entries that inflate to more than MAX_INFLATED_BYTES in
+    all (torch.save stores tensors uncompressed, and memory-maps them), or more than MAX_CHECKPOINT_BYTES
+    of tensor data. A zip bomb (3 MB that inflate to 3 GiB) fails here in microseconds."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelMismatchError(f"{path} is not a readable PyTorch checkpoint ({exc})") from None
+    pickles = [e for e in entries if e.filename.endswith(".pkl")]
+    inflated = sum(e.file_size for e in entries if e.compress_type != zipfile.ZIP_STORED)
+    problems = [
+        f"{e.filename} inflates to {e.file_size} bytes (at most {MAX_PICKLE_BYTES})"
+        for e in pickles if e.file_size > MAX_PICKLE_BYTES
+    ]
+    if inflated > MAX_INFLATED_BYTES:
+        problems.append(f"its compressed entries inflate to {inflated} bytes (at most {MAX_INFLATED_BYTES})")
+    total = sum(e.file_size for e in entries)
+    if total > MAX_CHECKPOINT_BYTES:
+        problems.append(f"it holds {total} bytes of data (at most {MAX_CHECKPOINT_BYTES})")
+    if problems:
+        raise ModelMismatchError(f"refusing to load {path}: {problems[0]}", "this is not a HiFiC checkpoint")
+
+
 def _torch_load(path: Path) -> Any:
     """torch.load restricted to tensors and plain containers; memory-maps zip-format files so optimizer
-    states are never read into memory."""
+    states are never read into memory. Zip sizes are checked first (check_zip_sizes)."""
     import pickle
 
     import torch
 
+    if zipfile.is_zipfile(path):
+        check_zip_sizes(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
@@ -76,6 +109,8 @@ def _torch_load(path: Path) -> Any:
                 "never unpickle files from untrusted sources",
             ) from None
         raise ModelMismatchError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+    except RecursionError:
+        raise ModelMismatchError(f"{path} is not a readable PyTorch checkpoint (nested too deeply)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError) as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ModelMismatchError(f"{path} is not a readable PyTorch checkpoint ({detail})") from None
@@ -112,6 +147,10 @@ def read_port_checkpoint(path: str | Path) -> PortCheckpoint:
         raise ModelMismatchError(f"{path}: model_state_dict holds non-tensor entries (e.g. {bad[0]!r})")
     args = obj.get("args")
     args = dict(args) if isinstance(args, Mapping) else {}
+    _check_tensor_sizes(path, sd)
+    duplicate = obj.get("discriminator_state_dict")
+    if isinstance(duplicate, Mapping):
+        _check_tensor_sizes(path, {k: v for k, v in duplicate.items() if isinstance(v, torch.Tensor)})
 
     # Copies, so nothing keeps the (memory-mapped) file or the optimizer states alive.
     state = {
@@ -121,7 +160,6 @@ def read_port_checkpoint(path: str | Path) -> PortCheckpoint:
     }
     cut = len(DISCRIMINATOR_PREFIX)
     disc = {k[cut:]: v.clone() for k, v in sd.items() if k.startswith(DISCRIMINATOR_PREFIX)}
-    duplicate = obj.get("discriminator_state_dict")
     if not disc and isinstance(duplicate, Mapping):
         disc = {k: v.clone() for k, v in duplicate.items() if isinstance(v, torch.Tensor)}
 
@@ -135,6 +173,40 @@ def read_port_checkpoint(path: str | Path) -> PortCheckpoint:
         steps=_as_int(obj.get("steps")),
         epoch=_as_int(obj.get("epoch")),
     )
+
+
+def _check_tensor_sizes(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Before anything is copied: every tensor must be backed by its own bytes (a stride-0 or
+    overlapping view of a small storage would ``clone()`` into gigabytes), within MAX_TENSOR_ELEMENTS,
+    and all of them together within what the file holds."""
+    total = 0
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
+        if tensor.numel() > MAX_TENSOR_ELEMENTS:
+            raise ModelMismatchError(
+                f"{path}: tensor {key} has {tensor.numel()} elements (a HiFiC tensor has at most {MAX_TENSOR_ELEMENTS})"
+            )
+        if tensor.numel() and (nbytes > storage or not _non_overlapping(tensor)):
+            raise ModelMismatchError(
+                f"{path}: tensor {key} {tuple(tensor.shape)} claims more data than it holds "
+                f"(strides {tensor.stride()}, {storage} bytes stored)"
+            )
+        total += nbytes
+    size = path.stat().st_size
+    if total > size:
+        raise ModelMismatchError(f"{path}: its tensors claim {total} bytes, more than the file's {size}")
+
+
+def _non_overlapping(tensor: torch.Tensor) -> bool:
+    """True when no two elements share memory (every stride at least the extent of the dimensions
+    inside it), so that a copy is no larger than the data behind it."""
+    extent = 1
+    for stride, dim in sorted((abs(s), d) for s, d in zip(tensor.stride(), tensor.shape, strict=True) if d > 1):
+        if stride < extent:
+            return False
+        extent = stride * dim
+    return True
 
 
 def _as_int(value: Any) -> int | None:
@@ -164,6 +236,9 @@ def infer_config(
         raw = args[ARCH_ARG_KEY]
         try:
             return ArchConfig.from_json(raw) if isinstance(raw, str) else ArchConfig.from_dict(dict(raw))
+        except RecursionError:
+            message = f"{source}: bad architecture record args[{ARCH_ARG_KEY!r}]: nested too deeply"
+            raise ModelMismatchError(message) from None
         except (ValueError, TypeError) as exc:
             message = f"{source}: bad architecture record args[{ARCH_ARG_KEY!r}]: {exc}"
             raise ModelMismatchError(message) from None

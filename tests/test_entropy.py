@@ -171,7 +171,7 @@ def test_corrupt_streams_raise_corrupt_file_error(gauss: CdfTable) -> None:
         "one word": b"\x01\x02\x03\x04",
     }
     for name, blob in bad.items():
-        with pytest.raises(CorruptFileError, match="stream 'y' is corrupt"):
+        with pytest.raises(CorruptFileError, match="damaged stream 'y'"):
             decode_symbols(blob, idx, gauss, stream="y")
             pytest.fail(f"{name} decoded without error")
     with pytest.raises(CorruptFileError):

@@ -17,6 +17,7 @@ The compressed data are the coder's uint32 words, little-endian. Every int32 sym
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,10 @@ CHUNK_BITS = 16
 _MAX_CHUNKS = 2  # k <= 32 bits = two 16-bit chunks
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _SAFE_INT32 = 2**30  # symbols within this range may be offset in int32 arithmetic
+#: A stream whose final run of free first-bin symbols (see free_bits) carries more information than
+#: this is damaged: a valid encoding ends in such a run with probability 2**-MAX_FREE_BITS.
+MAX_FREE_BITS = 64.0
+_SCAN = 1 << 16  # symbols scanned per step when looking for the end of that run
 
 
 def _constriction() -> Any:
@@ -129,13 +134,14 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
     """Inverse of :func:`encode_symbols`: int32 symbols shaped like ``indexes``.
 
     Any inconsistency (length not a multiple of 4, leftover or missing data, out-of-range values,
-    errors inside constriction) raises ``CorruptFileError("entropy-coded stream '<stream>' is corrupt")``.
-    Work and memory are O(number of symbols) whatever the data. ANS has no redundancy, so some damaged
-    streams still decode to wrong symbols (e.g. empty data is the valid code of "every symbol is its
-    row's first bin"): the container's checksum is what detects those.
+    errors inside constriction) raises ``CorruptFileError("damaged stream '<stream>': ...")``,
+    and so does a stream that ran out of words before its symbols did (see :func:`free_bits`): the
+    data must be consumed exactly. Work and memory are O(number of symbols) whatever the data. ANS has
+    no redundancy, so a damage that keeps the coder in step (e.g. a flipped bit that resynchronises)
+    still decodes to wrong symbols: the container's checksum is what detects those.
     """
     idx = _check_inputs(indexes, table)
-    corrupt = CorruptFileError(f"entropy-coded stream {stream!r} is corrupt")
+    corrupt = CorruptFileError(f"damaged stream {stream!r}: its entropy-coded data does not decode exactly")
     if len(data) % 4:
         raise corrupt
     if idx.size == 0:
@@ -156,6 +162,9 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
         escaped = coded == n
         values = coded.astype(np.int64)
         n_esc = int(escaped.sum())
+        k = np.zeros(0, dtype=np.int64)
+        widths = np.zeros((0, _MAX_CHUNKS), dtype=np.int64)
+        chunks = np.zeros((0, _MAX_CHUNKS), dtype=np.int64)
         if n_esc:
             k = coder.decode(cs.model.Uniform(ESCAPE_BITS_ALPHABET), n_esc).astype(np.int64)
             widths = _chunk_widths(k)
@@ -171,6 +180,11 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
             values[escaped] = np.where(e % 2 == 1, -(e // 2) - 1, e // 2 + ne)
         if not coder.is_empty():
             raise corrupt
+        unpaid = free_bits(coded, bounds, k, chunks, widths, table)
+        if unpaid > MAX_FREE_BITS:
+            raise CorruptFileError(
+                f"damaged stream {stream!r}: its data ran out before its symbols ({unpaid:.0f} bits short)"
+            )
     except (KeyboardInterrupt, SystemExit):
         raise
     except CorruptFileError:
@@ -183,6 +197,49 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
     out = np.empty(idx.size, dtype=np.int32)
     out[order] = sym
     return out.reshape(idx.shape)
+
+
+def free_bits(
+    coded: np.ndarray, bounds: np.ndarray, k: np.ndarray, chunks: np.ndarray, widths: np.ndarray,
+    table: CdfTable,
+) -> float:
+    """Information, in bits under the coder's own models, of the run of "first bin" symbols that ends
+    the decode (grouped bins, then escape bit counts, then mantissa chunks, as :func:`decode_symbols`
+    pops them).
+
+    Once an ANS decoder has used every word it sits in its initial state, which is a fixed point of
+    every model's first bin (cumulative frequency 0): it then returns first bins at no cost. A valid
+    encoder produces such a run only for the first-bin symbols it pushed first, so a valid stream ends
+    in a run of probability 2**-bits under the models; a stream whose words ran out early (an empty or
+    truncated stream, garbage, a damaged word) ends in a long run that its words never paid for.
+    Memory is O(_SCAN) whatever the sizes.
+    """
+    present = widths > 0
+    values, costs = chunks[present], widths[present]
+    start = _run_start(values)
+    bits = float(costs[start:].sum())
+    if start == 0:
+        start = _run_start(k)
+        bits += (k.size - start) * math.log2(ESCAPE_BITS_ALPHABET)
+        if start == 0:
+            start = _run_start(coded)
+            first_bin = PRECISION - np.log2(table.freqs[:, 0].astype(np.float64))  # bits of bin 0, per row
+            lo, hi = np.clip(bounds[:-1], start, coded.size), np.clip(bounds[1:], start, coded.size)
+            bits += float(((hi - lo) * first_bin).sum())
+    return bits
+
+
+def _run_start(values: np.ndarray) -> int:
+    """Index where the trailing run of zeros of a 1-d array starts (its size when the last is non-zero),
+    scanned backwards in blocks."""
+    end = values.size
+    while end > 0:
+        begin = max(0, end - _SCAN)
+        nonzero = np.flatnonzero(values[begin:end])
+        if nonzero.size:
+            return begin + int(nonzero[-1]) + 1
+        end = begin
+    return 0
 
 
 def estimate_bits(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> float:

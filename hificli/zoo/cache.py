@@ -222,7 +222,7 @@ def install(root: Path, name: str, staging: Path) -> Path:
     """
     target = model_dir(root, name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
+    if os.path.lexists(target):
         _discard(root, target)
     os.replace(staging, target)
     return target

@@ -15,6 +15,7 @@ def resolve_model(
     offline: bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    from_header: bool = False,
 ) -> Path:
     """The weights file for a model name or path.
 
@@ -23,6 +24,8 @@ def resolve_model(
       ``HIFIC_OFFLINE``);
     - a name installed with ``hific models import`` -> its cached weights;
     - an existing file -> itself; a directory -> its ``weights.safetensors`` or newest ``*.safetensors``.
+    ``from_header``: the name comes from a .hfc file, which may only name registry entries and installed
+    models: it is never looked up as a path (a file must not make hific load ``./<its model id>``).
     Errors: UnknownModelError (lists the known names), ModelUnavailableError (with how to import).
     """
     text = os.fspath(name_or_path)
@@ -32,6 +35,12 @@ def resolve_model(
         return _registered(entry, root, offline, cache_dir, progress)
     if _is_cache_name(text) and cache.is_installed(root, text):
         return cache.weights_path(root, text)
+    if from_header:
+        raise UnknownModelError(
+            f"unknown model {text!r} (named by the file): neither a registered nor an installed model",
+            f"install it with 'hific models import {text} FILE', or decode with -m PATH "
+            "(a path is only taken from -m, never from a file)",
+        )
     path = Path(text).expanduser()
     if path.is_file():
         return path

@@ -53,8 +53,8 @@ def main() -> None:
                   f"| {result.trials} |")
         target = int(low + 0.5 * (high - low))
         timing = interleaved({
-            "plain": lambda: encode_source(source, model),
-            "size": lambda: encode_to_size(source, model, target),
+            "plain": lambda source=source: encode_source(source, model),
+            "size": lambda source=source, target=target: encode_to_size(source, model, target),
         }, args.repeats)
         plain_times.append(timing["plain"][0])
         size_times.append(timing["size"][0])

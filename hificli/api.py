@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hificli.errors import HificError
+from hificli.errors import HificError, UsageError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -74,14 +74,34 @@ def _from_port_checkpoint(path: Path) -> CodecModel:
     return CodecModel(network, z_table, y_table, info, path)
 
 
-def encode(image: Image.Image, model: CodecModel) -> bytes:
-    """Encode a Pillow image into the bytes of a .hfc file (EXIF orientation and mode policy applied)."""
-    from hificli.codec import encode_source
+def encode(
+    image: Image.Image,
+    model: CodecModel,
+    *,
+    quality: float | None = None,
+    target_bpp: float | None = None,
+    target_size: int | None = None,
+) -> bytes:
+    """Encode a Pillow image into the bytes of a .hfc file (EXIF orientation and mode policy applied).
+
+    Variable-rate models take at most one of ``quality`` (0-100, higher is better and larger; default
+    :data:`hificli.entropy.rate.DEFAULT_QUALITY`), ``target_bpp`` (bits per pixel of the whole file) or
+    ``target_size`` (bytes): a target gives the largest file not above it (TargetUnreachableError when
+    even quality 0 is larger). Fixed-rate models take no quality. ``hificli.container.unpack(data)
+    .header.quality`` tells the quality a target chose.
+    """
     from hificli.imageio import to_source_image
+    from hificli.ratecontrol import RateRequest, encode_with
 
     if not hasattr(image, "mode"):
         raise HificError("encode() takes a PIL.Image.Image")
-    return encode_source(to_source_image(image), model)
+    try:
+        request = RateRequest(quality, target_bpp, target_size)
+        if quality is not None and not model.variable_rate:
+            raise ValueError(f"model {model.model_id!r} is fixed-rate: it takes no quality")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return encode_with(to_source_image(image), model, request).data
 
 
 def decode(data: bytes, model: CodecModel) -> Image.Image:

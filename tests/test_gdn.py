@@ -74,7 +74,7 @@ def test_a_gdn_model_trains_and_codes_through_the_cli(tmp_path: Path, capsys) ->
     sample_image(200, 160, seed=1).save(images / "a.png")
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as info:
-        main(["-q", "train", str(images), "--arch", "tiny-gdn", "--crop", "128", "--batch-size", "2",
+        main(["--quiet", "train", str(images), "--arch", "tiny-gdn", "--crop", "128", "--batch-size", "2",
               "--workers", "0", "--threads", "1", "--steps", "30", "--out", str(run), "--perceptual", "none",
               "--overfit", "--lr", "3e-3", "--log-every", "1", "--save-every", "0"])
     assert info.value.code == 0, capsys.readouterr().err

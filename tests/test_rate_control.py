@@ -339,3 +339,43 @@ def test_variable_rate_tiled_and_untiled_decodes_read_the_same_latents(vr_tiny: 
     for tile in (64, 128):
         model.tiling = tiling.Tiling(tile=tile)
         assert torch.equal(decode_latents(container.unpack(data), model), reference), tile
+
+
+def test_variable_rate_training_from_a_fixed_rate_init_resumes_and_codes(tmp_path: Path, capsys) -> None:
+    from hificli.train import state
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(3):
+        sample_image(200, 160, seed=30 + i).save(data / f"{i}.png")
+    init = make_tiny_weights(tmp_path / "fixed.safetensors", seed=5, preset="tiny-gdn")
+    run_dir = tmp_path / "run"
+    common = ["--crop", "128", "--batch-size", "2", "--workers", "0", "--threads", "1", "--perceptual", "none",
+              "--log-every", "1", "--val-every", "0", "--save-every", "2"]
+    code, _, err = run(["--quiet", "train", str(data), "--init", str(init), "--steps", "2", "--out", str(run_dir),
+                        "--rate-lambdas", "0.01,0.04,0.16", "--k-m", "0.04", *common], capsys)
+    assert code == 0, err
+    import hificli
+
+    model = hificli.load_model(run_dir)
+    assert model.variable_rate and model.network.RateSteps.levels_fixed.shape == (3, 6)
+    steps = model.network.RateSteps.levels_fixed / 2**16
+    assert steps[0].mean() > 1.5 > steps[1].mean() > 0.6 > steps[2].mean()  # sqrt(k_M / lambda) start, 2 steps
+    records = [json.loads(line) for line in (run_dir / state.LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+    code, _, err = run(["--quiet", "train", "--resume", str(run_dir), "--steps", "3"], capsys)
+    assert code == 0, err
+    assert json.loads((run_dir / state.LOG_NAME).read_text().splitlines()[-1])["step"] == 3
+    photo = tmp_path / "p.png"
+    sample_image(150, 130, seed=40).save(photo)
+    sizes = []
+    for q in ("10", "90"):
+        out = tmp_path / f"p{q}.hfc"
+        code, _, err = run(["encode", str(photo), "-m", str(run_dir), "-q", q, "-o", str(out)], capsys)
+        assert code == 0, err
+        assert run(["decode", str(out), "-m", str(run_dir), "-o", str(tmp_path / f"p{q}.png")], capsys)[0] == 0
+        sizes.append(out.stat().st_size)
+    assert sizes[0] < sizes[1]
+    code, _, err = run(["train", str(data), "--init", str(run_dir), "--steps", "1", "--out", str(tmp_path / "r2"),
+                        *common], capsys)
+    assert code != 0 and "--rate-lambdas" in err

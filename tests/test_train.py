@@ -71,7 +71,7 @@ def base_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny base-stage run that overfits one batch (30 steps, log every step)."""
     out = tmp_path_factory.mktemp("runs") / "base-run"
     with pytest.raises(SystemExit) as info:
-        main(["-q", "train", str(images), *FAST, "--steps", "30", "--out", str(out), "--perceptual", "none",
+        main(["--quiet", "train", str(images), *FAST, "--steps", "30", "--out", str(out), "--perceptual", "none",
               "--overfit", "--lr", "2e-3", "--log-every", "1", "--save-every", "0"])
     assert info.value.code == 0
     return out
@@ -109,7 +109,7 @@ def test_run_dir_layout_and_checkpoint_format(base_run: Path) -> None:
 
 def test_gan_stage_warm_starts_and_lowers_the_loss(images: Path, tmp_path: Path, capsys) -> None:
     base, out = tmp_path / "short-base", tmp_path / "gan"
-    code, err = run_cli(["-q", "train", str(images), *FAST, "--steps", "4", "--out", str(base), "--perceptual",
+    code, err = run_cli(["--quiet", "train", str(images), *FAST, "--steps", "4", "--out", str(base), "--perceptual",
                          "none", "--lr", "2e-3"], capsys)
     assert code == 0, err
     code, err = run_cli(["train", str(images), "--stage", "gan", "--init", str(base), "--crop", "128",
@@ -133,14 +133,14 @@ def test_mixed_precision_path_trains_both_stages_on_cpu(images: Path, tmp_path: 
     """``--amp bf16`` runs the autocast code that CUDA runs by default (no GPU needed): the rates stay in
     float32, the loss falls, the GAN stage's D and G losses are finite."""
     base, gan = tmp_path / "bf16-base", tmp_path / "bf16-gan"
-    code, err = run_cli(["-q", "train", str(images), *FAST, "--steps", "20", "--out", str(base), "--perceptual",
+    code, err = run_cli(["--quiet", "train", str(images), *FAST, "--steps", "20", "--out", str(base), "--perceptual",
                          "none", "--overfit", "--lr", "2e-3", "--log-every", "1", "--save-every", "0",
                          "--amp", "bf16"], capsys)
     assert code == 0, err
     records = log_records(base)
     first, last = early_late([r["loss"] for r in records])
     assert last < 0.8 * first and all(r["bpp"] > 0 for r in records)
-    code, err = run_cli(["-q", "train", str(images), *FAST, "--stage", "gan", "--init", str(base), "--steps", "4",
+    code, err = run_cli(["--quiet", "train", str(images), *FAST, "--stage", "gan", "--init", str(base), "--steps", "4",
                          "--out", str(gan), "--perceptual", "none", "--log-every", "1", "--save-every", "0",
                          "--amp", "bf16"], capsys)
     assert code == 0, err
@@ -238,7 +238,7 @@ def test_torchrun_two_cpu_processes(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hificli",
-           "-q", "train", str(images), *FAST, "--steps", "2", "--out", str(out), "--perceptual", "none",
+           "--quiet", "train", str(images), *FAST, "--steps", "2", "--out", str(out), "--perceptual", "none",
            "--device", "cpu", "--log-every", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -268,7 +268,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(images: Path, tmp_path: Path, c
     assert "interrupted at step" in err and "--resume" in err
     stopped = state_of(out)["steps"]
     assert 1 <= stopped < 100000
-    code, err = run_cli(["-q", "train", "--resume", str(out), "--steps", str(stopped + 2)], capsys)
+    code, err = run_cli(["--quiet", "train", "--resume", str(out), "--steps", str(stopped + 2)], capsys)
     assert code == 0, err
     assert state_of(out)["steps"] == stopped + 2
 

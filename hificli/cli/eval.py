@@ -161,8 +161,10 @@ def command(
     \b
     For every image (directories: their image files, not recursive) and codec: bpp from the real
     encoded size, PSNR (RGB), MS-SSIM and LPIPS. Baselines run a quality sweep and are matched to each
-    hific model's bpp per image (binary search on quality). Prints per-image results, mean and median,
-    and BD-rates (per image, then averaged); -o writes everything as JSON.
+    hific model's bpp per image (binary search on quality). A variable-rate model is also swept over
+    --qualities, and its BD-rates come from that curve (a fixed-rate model has one point per image).
+    Prints per-image results, mean and median, and BD-rates (per image, then mean / median); -o
+    writes everything as JSON.
     """
     from hificli import fileio
     from hificli.eval import baselines as bl

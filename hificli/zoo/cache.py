@@ -103,7 +103,7 @@ def read_manifest(root: Path, name: str) -> Manifest | None:
     path = model_dir(root, name) / MANIFEST_NAME
     try:
         return Manifest.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
         return None
 
 

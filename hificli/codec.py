@@ -75,12 +75,16 @@ class CodecModel:
         """Move the float transforms to ``device`` (``auto``, ``cpu``, ``cuda[:N]``; hificli.device);
         ``half``: the generator runs under bf16/fp16 autocast (decoded latents are unchanged: they come
         from the integer path; the encoder stays fp32, so files are unchanged too)."""
+        import torch
+
         from hificli import device as devices
+        from hificli.tiling import generator_layout
 
         name = devices.resolve_device(device)
         devices.prepare(name)
         if name != self.device:
             self.network.to(name)
+        self.network.Generator.to(memory_format=generator_layout(torch.device(name)))
         self.device = name
         self.half = str(devices.half_dtype(name)).removeprefix("torch.") if half else None
         return self

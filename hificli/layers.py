@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d tensor laid out channels-last (and not also plainly contiguous, as when H = W = 1)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class ChannelNorm2d(nn.Module):
@@ -28,9 +34,22 @@ class ChannelNorm2d(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_inference_mode_enabled() and _is_channels_last(x):
+            return self._fused_channels_last(x)
         mean = x.mean(dim=1, keepdim=True)
         var = x.var(dim=1, keepdim=True, unbiased=True)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.gamma + self.beta
+
+    def _fused_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation as one fused ``layer_norm`` over the channels, which are the innermost
+        dimension of a channels-last tensor (2 passes over memory instead of 6). layer_norm divides by C:
+        with var_u = var_b * C / (C - 1), ``rsqrt(var_u + eps) * gamma`` equals
+        ``rsqrt(var_b + eps * (C - 1) / C) * gamma * sqrt((C - 1) / C)``. Equal up to float rounding."""
+        c = self.channels
+        shrink = (c - 1) / c
+        weight = self.gamma.reshape(c) * shrink**0.5
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (c,), weight, self.beta.reshape(c), self.eps * shrink)
+        return y.permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, eps={self.eps}"

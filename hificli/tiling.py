@@ -368,6 +368,15 @@ def release_freed_memory() -> None:
 
 
 
+def generator_layout(device: torch.device) -> torch.memory_format:
+    """Memory layout of the generator's activations: channels-last on CPUs (oneDNN's own layout, and
+    ChannelNorm's fused path; the full-size generator took 0.75-0.84x the time in alternating runs,
+    pixels within 1 level), torch's default elsewhere (the GPU path is not measured yet)."""
+    import torch
+
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def network_device(network: HificModel) -> torch.device:
     """Where the network's float transforms run (its parameters' device); stage outputs come back to
     the CPU, where the exact hyper-synthesis and the entropy coder work."""
@@ -480,12 +489,13 @@ def generate_image(
     trunk, upsample = network.Generator.trunk, network.Generator.upsample
     out = np.empty((height, width, 3), dtype=np.uint8)
     device = network_device(network)
+    layout = generator_layout(device)
     autocast = torch.autocast(device.type, dtype=half, enabled=half is not None)
     with torch.inference_mode(), autocast:
         for tile in outer:
             # Trunk features, valid on the core plus the upsampling halo (clipped to the image).
             valid = plan(tile.core, grid, halo=UPSAMPLE_HALO)[0].window
-            full = trunk(_window(y_hat, tile).to(device))
+            full = trunk(_window(y_hat, tile).to(device).contiguous(memory_format=layout))
             held = full.numel() * full.element_size()
             vr, vc = valid[0] - tile.window[0], valid[2] - tile.window[2]
             features = full[..., vr : vr + valid[1] - valid[0], vc : vc + valid[3] - valid[2]]

@@ -347,18 +347,27 @@ def to_pil(pixels: np.ndarray, header: container.Header) -> Image.Image:
     return image
 
 
-def estimate_bits(source: SourceImage, model: CodecModel) -> dict[str, float]:
-    """The model's own rate estimate for an image: -log2 likelihoods of z_hat and y_hat (float model)."""
+def estimate_bits(source: SourceImage, model: CodecModel, quality_code: int | None = None) -> dict[str, float]:
+    """The model's own rate estimate for an image: -log2 likelihoods of z_hat and y_hat (float model;
+    a variable-rate model at ``quality_code``, by default its default quality)."""
     import torch
 
-    from hificli.models.likelihoods import latent_likelihood
+    from hificli.entropy.rate import DEFAULT_QUALITY
+    from hificli.entropy.rate import quality_code as to_code
+    from hificli.models.likelihoods import SCALE_MIN, latent_likelihood
 
     pw, ph = padded_size(source.width, source.height)
     y, z_hat = model.analyse(_pad(source.pixels, pw, ph))
     y, z_hat = y.to(model.device), z_hat.to(model.device)
     hyper = model.network.Hyperprior
+    if model.variable_rate and quality_code is None:
+        quality_code = to_code(DEFAULT_QUALITY)
+    steps = model.steps_fixed(quality_code)
     with torch.inference_mode():
         mu, scale = hyper.synthesis(z_hat)
+        if steps is not None:  # measure in units of the step, as the coder does
+            d = _step_tensor(steps).to(y.device, y.dtype)
+            y, mu, scale = y / d, mu / d, (scale / d).clamp_min(SCALE_MIN)
         y_hat = torch.floor(y - mu + 0.5) + mu
         z_bits = -torch.log2(hyper.hyperlatent_likelihood.likelihood(z_hat)).sum().item()
         y_bits = -torch.log2(latent_likelihood(y_hat, mu, scale, model.config.likelihood)).sum().item()

@@ -379,3 +379,18 @@ def test_variable_rate_training_from_a_fixed_rate_init_resumes_and_codes(tmp_pat
     code, _, err = run(["train", str(data), "--init", str(run_dir), "--steps", "1", "--out", str(tmp_path / "r2"),
                         *common], capsys)
     assert code != 0 and "--rate-lambdas" in err
+
+
+def test_coded_size_matches_the_estimate_at_every_quality(vr_tiny: Path) -> None:
+    import hificli
+    from hificli.codec import encode_source, estimate_bits
+    from hificli.imageio import read_image
+
+    model = hificli.load_model(vr_tiny)
+    source = read_image(SAMPLE)
+    for q in (0.0, 37.5, 100.0):
+        code = rate.quality_code(q)
+        hfc = container.unpack(encode_source(source, model, code))
+        coded = len(hfc.stream("z")) + len(hfc.stream("y"))
+        estimate = estimate_bits(source, model, code)["total"] / 8
+        assert abs(coded - estimate) <= 0.01 * estimate + 64, (q, coded, estimate)

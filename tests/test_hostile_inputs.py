@@ -605,3 +605,23 @@ def test_reproducers_run_in_bounded_memory_and_time(tmp_path: Path) -> None:
     assert all(got["seconds"] < 2 for got in report["results"][1:]), report["results"]
     assert report["peak"] < GIB, report["peak"]
     assert sorted(n for n in only(tmp_path) if n.startswith("o") or n.endswith(".part")) == ["ok.png"]
+
+
+def test_valid_streams_ending_in_escapes_just_past_the_range_decode() -> None:
+    """Escapes of the value just past a row's range have bit count k = 0, the first bin of the uniform
+    escape model: many of them at the end of a stream are valid and must not look like a stream that
+    ran out (found with the full-size model, whose 768x512 photo ended in 17 such escapes)."""
+    from hificli.entropy.coder import decode_symbols, encode_symbols
+    from hificli.entropy.tables import latent_tables
+    from hificli.errors import CorruptFileError
+
+    table = latent_tables("gaussian", np.array([0.5, 2.0]))
+    c = -int(table.offsets[1])  # row 1 covers -c..c
+    rng = np.random.default_rng(0)
+    symbols = rng.integers(-2, 3, size=400).astype(np.int32)
+    indexes = np.ones(400, dtype=np.int32)
+    symbols[-40:] = c + 1  # 40 escapes with k = 0, decoded last
+    data = encode_symbols(symbols, indexes, table)
+    assert np.array_equal(decode_symbols(data, indexes, table), symbols)
+    with pytest.raises(CorruptFileError, match="damaged stream"):
+        decode_symbols(b"", indexes, table)  # an empty stream still is refused

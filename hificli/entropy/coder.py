@@ -17,7 +17,6 @@ The compressed data are the coder's uint32 words, little-endian. Every int32 sym
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -203,9 +202,8 @@ def free_bits(
     coded: np.ndarray, bounds: np.ndarray, k: np.ndarray, chunks: np.ndarray, widths: np.ndarray,
     table: CdfTable,
 ) -> float:
-    """Information, in bits under the coder's own models, of the run of "first bin" symbols that ends
-    the decode (grouped bins, then escape bit counts, then mantissa chunks, as :func:`decode_symbols`
-    pops them).
+    """Information, in bits under the coder's tables, of the run of "first bin" symbols that ends the
+    table-coded part of the decode (when no escape data follows it that the coder paid for).
 
     Once an ANS decoder has used every word it sits in its initial state, which is a fixed point of
     every model's first bin (cumulative frequency 0): it then returns first bins at no cost. A valid
@@ -214,19 +212,17 @@ def free_bits(
     truncated stream, garbage, a damaged word) ends in a long run that its words never paid for.
     Memory is O(_SCAN) whatever the sizes.
     """
-    present = widths > 0
-    values, costs = chunks[present], widths[present]
-    start = _run_start(values)
-    bits = float(costs[start:].sum())
-    if start == 0:
-        start = _run_start(k)
-        bits += (k.size - start) * math.log2(ESCAPE_BITS_ALPHABET)
-        if start == 0:
-            start = _run_start(coded)
-            first_bin = PRECISION - np.log2(table.freqs[:, 0].astype(np.float64))  # bits of bin 0, per row
-            lo, hi = np.clip(bounds[:-1], start, coded.size), np.clip(bounds[1:], start, coded.size)
-            bits += float(((hi - lo) * first_bin).sum())
-    return bits
+    # Escape bit counts and mantissa chunks are coded with uniform models that do not describe them:
+    # k = 0 (the value just past a row's range) is the most common escape, so a valid stream may well
+    # end in a run of zero k's. Only the table-coded symbols are judged: if any k is non-zero the coder
+    # still held data after them, and otherwise their final run of first bins is priced by the tables.
+    del chunks, widths
+    if k.size and np.any(k != 0):
+        return 0.0
+    start = _run_start(coded)
+    first_bin = PRECISION - np.log2(table.freqs[:, 0].astype(np.float64))  # bits of bin 0, per row
+    lo, hi = np.clip(bounds[:-1], start, coded.size), np.clip(bounds[1:], start, coded.size)
+    return float(((hi - lo) * first_bin).sum())
 
 
 def _run_start(values: np.ndarray) -> int:

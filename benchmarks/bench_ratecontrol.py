@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import describe, interleaved, load_note  # noqa: E402
+from machine import describe, interleaved, load_note, timed  # noqa: E402
 
 
 def main() -> None:
@@ -62,6 +62,13 @@ def main() -> None:
     print()
     print(f"targets met within [90 %, 100 %]: {hits} / {total}; file / target: min {min(ratios):.3f}, "
           f"median {statistics.median(ratios):.3f}")
+    from hificli.codec import decode_file
+
+    first = read_image(next(p for p in sorted(args.images.iterdir()) if p.suffix.lower() in (".png", ".jpg")))
+    for q in (0, 50, 100):
+        code = quality_code(q)
+        seconds, seen, _ = timed(lambda code=code: decode_file(encode_source(first, model, code), model), args.repeats)
+        print(f"encode + decode {first.width}x{first.height} at quality {q}: {seconds:.3f} s ({load_note(seen)})")
     ratio = statistics.median(s / p for s, p in zip(size_times, plain_times, strict=True))
     print(f"median per image, same run, alternating: plain encode {statistics.median(plain_times):.3f} s, "
           f"--size encode {statistics.median(size_times):.3f} s, ratio {ratio:.2f}x ({load_note(loads)})")

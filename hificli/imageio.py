@@ -79,6 +79,16 @@ def pixel_limit(max_memory: int) -> int:
     return max(1, min(MAX_PIXELS, max_memory // READ_BYTES_PER_PIXEL))
 
 
+def header_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header only (no pixel decoded), after the format's
+    side limit; BadImageError if it is no image or too large for the format."""
+    with open(path, "rb") as f:
+        image = _open_checked(f, MAX_PIXELS, None)
+        size = image.size
+        image.close()
+    return size
+
+
 def image_signature(head: bytes) -> None:
     """Refuse, from the first bytes of a long input (fileio.read_input's ``size_of``), a stream that no
     image format recognises, so that ``hific encode /dev/zero`` stops at once instead of reading

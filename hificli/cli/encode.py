@@ -84,6 +84,7 @@ def command(
     preflight.check_model(model, cache_dir, offline)
     workers = effective_jobs(jobs, inputs)
     preflight.check_memory(max_memory, workers)
+    preflight.check_image_header(inputs, max_memory)
     if not force and preflight.all_exist(inputs, targets, recon_targets):  # nothing to do: no model needed
         refuse = preflight.ExistingOutputs(targets, recon_targets)
         sys.exit(run_batch(list(inputs), refuse, verb="encoding", hfc_is_output=True, as_json=as_json))

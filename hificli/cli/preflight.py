@@ -271,3 +271,32 @@ def check_model(name: str | None, cache_dir: str | None, offline: bool | None) -
     from hificli.zoo.resolve import resolve_model
 
     resolve_model(name, offline=True if entry is None else offline, cache_dir=cache_dir, progress=False)
+
+
+#: An image whose pixels alone need this many times --max-memory is refused before any model loads.
+HOPELESS_FACTOR = 4
+
+
+def check_image_header(inputs: Sequence[str], max_memory: int) -> None:
+    """One image file: read its header (Pillow only, no torch) and refuse a size the format or
+    ``--max-memory`` cannot take before any model loads (a decompression bomb fails at once). With
+    several inputs each file is judged in its own job, so one bad file does not stop the others."""
+    import os
+
+    if len(inputs) != 1 or inputs[0] == "-" or not os.path.isfile(inputs[0]):
+        return
+    from hificli.errors import BadImageError
+    from hificli.imageio import READ_BYTES_PER_PIXEL, header_size
+    from hificli.tiling import memory_size
+
+    try:
+        width, height = header_size(inputs[0])
+    except (BadImageError, OSError):
+        return  # not an image, empty, unreadable: the encode job says so in its usual words
+    need = READ_BYTES_PER_PIXEL * width * height  # a lower bound: the model comes on top
+    if need > HOPELESS_FACTOR * max_memory:  # nearer the limit, the job's model-aware check says what will do
+        raise BadImageError(
+            f"{inputs[0]}: reading a {width}x{height} image needs more than {memory_size(need)}, far above the "
+            f"memory limit of {memory_size(max_memory)}",
+            f"raise the limit with --max-memory (reading alone needs {-(-need // 1024**3)}G; the model comes on top)",
+        )

@@ -70,18 +70,18 @@ MODELS: tuple[ModelEntry, ...] = (
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",
-        rate_range=(0.03, 1.0),
+        rate_range=(0.015, 1.17),  # E15 photos, -q 0 .. -q 100
         variable_rate=True,
     ),
     ModelEntry(
         name=COMPACT_MODEL,
         target_bpp=0.2,
         description="compact HiFiC-style codec (GDN transforms, 2.8 M parameters) trained by this project on "
-        "2 CPU cores, fixed rate (about 0.3 bpp on photos); the default before 0.3, offline",
+        "2 CPU cores, fixed rate (about 0.3 bpp on photos); the previous default, offline",
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{COMPACT_MODEL}.safetensors",
-        rate_range=(0.03, 0.78),
+        rate_range=(0.03, 0.78),  # E15 photos
     ),
     ModelEntry(
         name="hific-low",

@@ -163,8 +163,11 @@ class GDN(nn.Module):
         super().__init__()
         self.channels = channels
         self.inverse = inverse
-        self.beta = nn.Parameter(torch.sqrt(torch.ones(channels) + self.PEDESTAL))
-        self.gamma = nn.Parameter(torch.sqrt(gamma_init * torch.eye(channels) + self.PEDESTAL))
+        # Initial values computed on the CPU even inside a ``torch.device("meta")`` block: meta-tensor
+        # arithmetic runs Python decompositions that import torch._dynamo (1.4 s of every model load).
+        cpu = torch.device("cpu")
+        self.beta = nn.Parameter(torch.sqrt(torch.ones(channels, device=cpu) + self.PEDESTAL))
+        self.gamma = nn.Parameter(torch.sqrt(gamma_init * torch.eye(channels, device=cpu) + self.PEDESTAL))
 
     def _nonnegative(self, stored: torch.Tensor, minimum: float) -> torch.Tensor:
         bound = (minimum + self.PEDESTAL) ** 0.5

@@ -91,3 +91,15 @@ def test_a_gdn_model_trains_and_codes_through_the_cli(tmp_path: Path, capsys) ->
         assert info.value.code == 0, capsys.readouterr().err
     with Image.open(png) as image:
         assert image.size == (150, 130)
+
+
+def test_loading_a_gdn_model_does_not_import_dynamo() -> None:
+    """Building GDN layers on the meta device must not run meta arithmetic (it imports torch._dynamo,
+    1.4 s of every model load)."""
+    import subprocess
+    import sys
+
+    code = "import sys, hificli; hificli.load_model(None); print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -217,7 +217,7 @@ def clean_stale_parts(target: Path) -> list[str]:
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
                 continue
             pid = int(match[1]) if match[1] else None
-            if age > PART_MAX_AGE or (pid is not None and age > PART_MIN_AGE and not _alive(pid)):
+            if age > PART_MAX_AGE or (pid is not None and age > PART_MIN_AGE and not process_alive(pid)):
                 os.unlink(path)
                 removed.append(entry)
     _scanned[directory] = [e for e in _scanned[directory] if e not in removed]
@@ -230,7 +230,8 @@ def _part_files(directory: str) -> list[str]:
     return []
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (an unknown answer counts as alive)."""
     if pid == os.getpid():
         return True
     try:

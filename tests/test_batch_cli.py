@@ -11,28 +11,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cli_runner import hific
 from model_fixtures import make_tiny_weights, sample_image
 
 from hificli import container
-from hificli.cli.app import main
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_weights(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-def hific(*args: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the CLI in this process through main() (exit-code mapping included); workers are real
-    spawned processes. Returns (exit code, stderr)."""
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-    finally:
-        os.chdir(old)
-    return int(exc.value.code or 0), capsys.readouterr().err
 
 
 def images(folder: Path, n: int, size: tuple[int, int] = (96, 64)) -> list[str]:

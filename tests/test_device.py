@@ -3,17 +3,16 @@ never changes what a decoder parses. The GPU path itself needs hardware (scripts
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import hific
 from model_fixtures import make_tiny_weights, sample_image
 
 from hificli import container
 from hificli.api import load_model
-from hificli.cli.app import main
 from hificli.codec import decode_latents
 from hificli.device import DeviceUnavailableError, parse_device, resolve_device
 
@@ -31,18 +30,6 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("img") / "photo.png"
     sample_image(200, 136, seed=3).save(path)
     return path
-
-
-def hific(*args: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the CLI in this process; returns (exit code, stderr)."""
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-    finally:
-        os.chdir(old)
-    return int(exc.value.code or 0), capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("text", "name"), [("auto", "auto"), ("CPU", "cpu"), ("cuda", "cuda"), ("cuda:1", "cuda:1"),

@@ -162,8 +162,6 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
         values = coded.astype(np.int64)
         n_esc = int(escaped.sum())
         k = np.zeros(0, dtype=np.int64)
-        widths = np.zeros((0, _MAX_CHUNKS), dtype=np.int64)
-        chunks = np.zeros((0, _MAX_CHUNKS), dtype=np.int64)
         if n_esc:
             k = coder.decode(cs.model.Uniform(ESCAPE_BITS_ALPHABET), n_esc).astype(np.int64)
             widths = _chunk_widths(k)
@@ -179,7 +177,7 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
             values[escaped] = np.where(e % 2 == 1, -(e // 2) - 1, e // 2 + ne)
         if not coder.is_empty():
             raise corrupt
-        unpaid = free_bits(coded, bounds, k, chunks, widths, table)
+        unpaid = free_bits(coded, bounds, k, table)
         if unpaid > MAX_FREE_BITS:
             raise CorruptFileError(
                 f"damaged stream {stream!r}: its data ran out before its symbols ({unpaid:.0f} bits short)"
@@ -198,10 +196,7 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
     return out.reshape(idx.shape)
 
 
-def free_bits(
-    coded: np.ndarray, bounds: np.ndarray, k: np.ndarray, chunks: np.ndarray, widths: np.ndarray,
-    table: CdfTable,
-) -> float:
+def free_bits(coded: np.ndarray, bounds: np.ndarray, k: np.ndarray, table: CdfTable) -> float:
     """Information, in bits under the coder's tables, of the run of "first bin" symbols that ends the
     table-coded part of the decode (when no escape data follows it that the coder paid for).
 
@@ -216,7 +211,6 @@ def free_bits(
     # k = 0 (the value just past a row's range) is the most common escape, so a valid stream may well
     # end in a run of zero k's. Only the table-coded symbols are judged: if any k is non-zero the coder
     # still held data after them, and otherwise their final run of first bins is priced by the tables.
-    del chunks, widths
     if k.size and np.any(k != 0):
         return 0.0
     start = _run_start(coded)

@@ -38,11 +38,6 @@ def quality_code(quality: float) -> int:
     return int(round(float(quality) * QUALITY_SCALE))
 
 
-def quality_of(code: int) -> float:
-    """The quality (0-100) a header's integer code stands for."""
-    return code / QUALITY_SCALE
-
-
 def check_levels(levels_fixed: np.ndarray, channels: int | None = None) -> np.ndarray:
     """Validate an (L, C) integer level table (L >= 2, steps within bounds, non-increasing in the
     level per channel, so higher quality never means coarser steps); returns it as int64."""
@@ -72,11 +67,6 @@ def steps_at(levels_fixed: np.ndarray, code: int) -> np.ndarray:
     a = pos - lo * QUALITY_CODE_MAX
     mixed = levels[lo] * (QUALITY_CODE_MAX - a) + levels[lo + 1] * a + QUALITY_CODE_MAX // 2
     return mixed // QUALITY_CODE_MAX
-
-
-def level_position(code: int, n_levels: int) -> float:
-    """Where quality code ``code`` sits between the levels, as a float in [0, L - 1] (training)."""
-    return code * (n_levels - 1) / QUALITY_CODE_MAX
 
 
 def scale_on_steps(scale_fixed: np.ndarray, steps_fixed: np.ndarray, scale_min_fixed: int) -> np.ndarray:

@@ -420,57 +420,52 @@ def train(
         finally:
             model.train(was_training)
 
-    def _validate_at(position: float) -> dict[str, float]:
-        """Mean PSNR / bpp of the validation images at one rate level position (model in eval mode)."""
-        psnrs, bpps = [], []
-        pos = torch.full((1,), position, dtype=torch.float64)
+    def _validate_pass(position: float | None, out_dir: Path | None) -> dict[str, Any]:
+        """Mean PSNR / bpp (and perceptual distance) of the validation images at one rate level
+        position (None: fixed-rate model), writing the reconstructions into ``out_dir`` if given."""
+        from PIL import Image
+
+        psnrs, bpps, lpips = [], [], []
+        pos = torch.full((1,), position, dtype=torch.float64) if position is not None else None
         with torch.no_grad():
-            for _, pixels in val_images:
+            for name, pixels in val_images:
                 x = _to_device_batch(pixels[None], device, options.channels_last)
-                out = model(x, rate_positions=pos)
+                out = model(x, rate_positions=pos) if pos is not None else model(x)
                 q = (out.x_hat.float().clamp(0, 1) * 255.0).round()
                 psnrs.append(L.psnr_from_mse255(float(((q - x * 255.0) ** 2).mean())))
                 bpps.append(float(out.bpp))
-        return {"psnr": float(np.mean(psnrs)), "bpp": float(np.mean(bpps))}
+                if perceptual is not None and out_dir is not None:
+                    lpips.append(float(perceptual(q / 255.0, x).mean()))
+                if out_dir is not None:
+                    arr = q[0].to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+                    Image.fromarray(arr).save(out_dir / f"{name}.png", compress_level=1)
+        return {"psnr": float(np.mean(psnrs)), "bpp": float(np.mean(bpps)),
+                "perceptual": float(np.mean(lpips)) if lpips else None}
 
     def validate(step: int) -> dict[str, Any] | None:
+        """Validate at the fixed rate, or for a variable-rate model at the middle level (the record's
+        figures, with images and perceptual distance) and at both ends (``levels``)."""
         if not val_images:
             return None
         out_dir = run_dir / "val" / f"step_{step:07d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         model.eval()
+        middle = (config.rate_levels - 1) / 2 if config.rate_levels else None
+        main = _validate_pass(middle, out_dir)
         levels = {}
-        if config.rate_levels:  # the ends and the middle of the rate range; the record's main figures: middle
-            for p in (0.0, float(config.rate_levels - 1), (config.rate_levels - 1) / 2):
-                levels[p] = _validate_at(p)
-        psnrs, bpps, lpips = [], [], []
-        position = torch.full((1,), (config.rate_levels - 1) / 2, dtype=torch.float64) if config.rate_levels else None
-        with torch.no_grad():
-            for name, pixels in val_images:
-                x = _to_device_batch(pixels[None], device, options.channels_last)
-                out = model(x, rate_positions=position) if position is not None else model(x)
-                q = (out.x_hat.float().clamp(0, 1) * 255.0).round()
-                mse = float(((q - x * 255.0) ** 2).mean())
-                psnrs.append(L.psnr_from_mse255(mse))
-                bpps.append(float(out.bpp))
-                if perceptual is not None:
-                    lpips.append(float(perceptual(q / 255.0, x).mean()))
-                from PIL import Image
-
-                arr = q[0].to("cpu", torch.uint8).permute(1, 2, 0).numpy()
-                Image.fromarray(arr).save(out_dir / f"{name}.png", compress_level=1)
+        if middle is not None:
+            levels = {0.0: _validate_pass(0.0, None), middle: main,
+                      float(config.rate_levels - 1): _validate_pass(float(config.rate_levels - 1), None)}
         model.train()
-        record = {
-            "kind": "val", "step": step, "psnr": float(np.mean(psnrs)), "bpp": float(np.mean(bpps)),
-            "perceptual": float(np.mean(lpips)) if lpips else None, "images": len(val_images),
-        }
+        record = {"kind": "val", "step": step, "psnr": main["psnr"], "bpp": main["bpp"],
+                  "perceptual": main["perceptual"], "images": len(val_images)}
         if levels:
-            record["levels"] = [{"position": p, **v} for p, v in sorted(levels.items())]
+            record["levels"] = [{"position": p, "psnr": v["psnr"], "bpp": v["bpp"]} for p, v in sorted(levels.items())]
             ends = ", ".join(f"level {p:g}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for p, v in sorted(levels.items()))
             progress.message(f"validation @ {step}: {ends}")
         if log is not None:
             log.write(record)
-        lp = f", lpips {record['perceptual']:.4f}" if lpips else ""
+        lp = f", lpips {record['perceptual']:.4f}" if record["perceptual"] is not None else ""
         progress.message(f"validation @ {step}: PSNR {record['psnr']:.2f} dB, bpp {record['bpp']:.4f}{lp}")
         return record
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from hificli.fileio import process_alive
 from hificli.zoo.registry import check_name
 
 CACHE_ENV = "HIFIC_CACHE_DIR"
@@ -265,23 +266,10 @@ def clean_stale(root: Path, name: str) -> list[str]:
     removed = []
     for child in tmp.iterdir():
         match = _LEFTOVER_RE.match(child.name)
-        if match and (match["name"] == check_name(name) or not _process_alive(int(match["pid"]))):
+        if match and (match["name"] == check_name(name) or not process_alive(int(match["pid"]))):
             _delete(child)
             removed.append(child.name)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (an unknown answer counts as alive)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _delete(path: Path) -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 #: Key of ``args`` under which hific's own training checkpoints store ``ArchConfig.to_json()``.
 ARCH_ARG_KEY = "hific_arch"
 #: Prefixes of the keys an inference model needs.
-INFERENCE_PREFIXES = ("Encoder.", "Generator.", "Hyperprior.")
+INFERENCE_PREFIXES = ("Encoder.", "Generator.", "Hyperprior.", "Context.")
 DISCRIMINATOR_PREFIX = "Discriminator."
 #: Substring of the port's evaluation-only entropy-table keys (rebuilt by hific, never loaded).
 ENTROPY_MODEL_PATTERN = "entropy_model."

@@ -6,6 +6,9 @@ hyper-synthesis of z_hat; latent symbols s = floor(y - mu + 0.5) coded with the 
 by sigma. Decode: the same (mu, sigma) from the decoded z_hat, y_hat = s + mu, Generator, crop.
 Variable-rate models quantize with per-channel steps d chosen by the file's quality
 (hificli.entropy.rate): s = floor((y - mu) / d + 0.5), the row chosen by sigma / d, y_hat = s * d + mu.
+Models with a checkerboard context (hificli.models.context) code the latents in two streams: "ya", the
+anchors, with the hyperprior's (mu, sigma); then "yb", the other half, with (mu, sigma) corrected by the
+exact context networks from the decoded anchors (hificli.entropy.context).
 Only integer data and integer-exact arithmetic decide how bits are parsed, so the decoded latents are
 bit-identical in any process, thread count or machine.
 """
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from hificli.entropy.context import ExactCheckerboard
     from hificli.entropy.exact import ExactHyperSynthesis
     from hificli.entropy.tables import CdfTable
     from hificli.models.hific import HificModel
@@ -66,10 +70,14 @@ class CodecModel:
     half: str | None = None
 
     def __post_init__(self) -> None:
+        from hificli.entropy.context import ExactCheckerboard
         from hificli.entropy.exact import ExactHyperSynthesis
 
         hyper = self.network.Hyperprior
         self.exact: ExactHyperSynthesis = ExactHyperSynthesis(hyper.synthesis_mu, hyper.synthesis_std)
+        self.context: ExactCheckerboard | None = (
+            ExactCheckerboard(self.network.Context) if self.network.has_context else None
+        )
 
     def place(self, device: str = "cpu", *, half: bool = False) -> CodecModel:
         """Move the float transforms to ``device`` (``auto``, ``cpu``, ``cuda[:N]``; hificli.device);
@@ -220,17 +228,21 @@ def _step_tensor(steps: np.ndarray) -> torch.Tensor:
 def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | None = None) -> bytes:
     """Quantize and code the latents of an analysed image at a quality (variable-rate models only;
     None for fixed-rate ones) into the bytes of a .hfc file."""
-    import torch
 
     from hificli.entropy.coder import encode_symbols
 
     steps = model.steps_fixed(quality_code)
-    centred = analysis.y[0].double() - analysis.mu[0]
-    if steps is not None:
-        centred = centred / _step_tensor(steps)[0]
-    y_symbols = _symbols_to_int32(torch.floor(centred + 0.5))
-    rows = _rows(analysis.scale_fixed, steps, model.y_table.scale_thresholds_fixed)
-    y_bytes = encode_symbols(y_symbols, rows.reshape(y_symbols.shape), model.y_table)
+    y_symbols = _quantize(analysis.y, analysis.mu, steps)
+    mu, scale_fixed = analysis.mu, analysis.scale_fixed
+    if model.context is not None:  # non-anchors: mean and scale from the anchors just quantized
+        mu_fixed, scale_fixed = model.context.parameters(_mu_fixed(mu), scale_fixed, y_symbols[None], steps)
+        mu = _mu_float(mu_fixed)
+        y_symbols = _quantize(analysis.y, mu, steps)  # unchanged at anchors, where mu is unchanged
+    rows = _rows(scale_fixed, steps, model.y_table.scale_thresholds_fixed).reshape(y_symbols.shape)
+    streams, payloads = [container.StreamInfo("z", analysis.z_shape, len(analysis.z_bytes))], [analysis.z_bytes]
+    for name, symbols, indexes in _latent_streams(model, y_symbols, rows):
+        payloads.append(encode_symbols(symbols, indexes, model.y_table))
+        streams.append(container.StreamInfo(name, tuple(symbols.shape), len(payloads[-1])))
     source = analysis.source
     header = container.Header(
         model_id=model.model_id,
@@ -240,16 +252,56 @@ def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | Non
         padded_width=analysis.padded_width,
         padded_height=analysis.padded_height,
         channels=source.channels,
-        streams=(
-            container.StreamInfo("z", analysis.z_shape, len(analysis.z_bytes)),
-            container.StreamInfo("y", tuple(y_symbols.shape), len(y_bytes)),
-        ),
+        streams=tuple(streams),
         icc_profile=source.icc_profile,
         coder_id=container.CODER_ANS,
         coder_version=container.CODER_VERSION,
         quality_code=quality_code,
     )
-    return container.pack(header, [analysis.z_bytes, y_bytes])
+    return container.pack(header, payloads)
+
+
+def _quantize(y: torch.Tensor, mu: torch.Tensor, steps: np.ndarray | None) -> np.ndarray:
+    """Latent symbols int32 (C, h, w): ``floor((y - mu) / step + 0.5)`` of a (1, C, h, w) batch."""
+    import torch
+
+    centred = y[0].double() - mu[0]
+    if steps is not None:
+        centred = centred / _step_tensor(steps)[0]
+    return _symbols_to_int32(torch.floor(centred + 0.5))
+
+
+def _mu_fixed(mu: torch.Tensor) -> np.ndarray:
+    """Exact means (float64, multiples of 2**-OUT_FRAC) -> their int64 fixed-point values."""
+    from hificli.entropy.exact import OUT_FRAC
+
+    return (mu.detach().numpy() * 2.0**OUT_FRAC).astype(np.int64)
+
+
+def _mu_float(mu_fixed: np.ndarray) -> torch.Tensor:
+    import torch
+
+    from hificli.entropy.exact import OUT_FRAC
+
+    return torch.from_numpy(mu_fixed.astype(np.float64) * 2.0**-OUT_FRAC)
+
+
+def latent_stream_shapes(config, height: int, width: int) -> dict[str, tuple[int, ...]]:
+    """Names and symbol shapes of the latent streams for a latent grid of height x width."""
+    c = config.latent_channels
+    if config.context == "none":
+        return {"y": (c, height, width)}
+    return {"ya": (c, height, width // 2), "yb": (c, height, width // 2)}
+
+
+def _latent_streams(model: CodecModel, symbols: np.ndarray, rows: np.ndarray):
+    """(name, symbols, table rows) of each latent stream, in coding order."""
+    if model.context is None:
+        return [("y", symbols, rows)]
+    from hificli.entropy.context import split_anchors
+
+    (sa, sb), (ra, rb) = split_anchors(symbols), split_anchors(rows)
+    return [("ya", sa, ra), ("yb", sb, rb)]
 
 
 def encode_source(source: SourceImage, model: CodecModel, quality_code: int | None = None) -> bytes:
@@ -303,11 +355,13 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
         raise CorruptFileError(f"padded size {pw}x{ph} does not match image size {header.width}x{header.height}")
     expected = {
         "z": (config.hyper_channels, ph // 64, pw // 64),
-        "y": (config.latent_channels, ph // 16, pw // 16),
+        **latent_stream_shapes(config, ph // 16, pw // 16),
     }
     streams = {s.name: s for s in header.streams}
     if set(streams) != set(expected):
-        raise CorruptFileError(f"expected streams z and y, found {', '.join(sorted(streams)) or 'none'}")
+        raise CorruptFileError(
+            f"expected streams {', '.join(expected)}, found {', '.join(sorted(streams)) or 'none'}"
+        )
     for name, shape in expected.items():
         if tuple(streams[name].shape) != shape:
             raise CorruptFileError(f"stream {name!r} has shape {streams[name].shape}, expected {shape}")
@@ -317,14 +371,39 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     z_symbols = decode_symbols(hfc.stream("z"), z_indexes, model.z_table, stream="z").reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols.astype(np.float32)).unsqueeze(0)
     mu, scale_fixed = model.mean_scale(z_hat)
-    y_indexes = _rows(scale_fixed, steps, model.y_table.scale_thresholds_fixed)
-    del scale_fixed
-    y_shape = expected["y"]
-    y_symbols = decode_symbols(hfc.stream("y"), y_indexes.reshape(y_shape), model.y_table, stream="y").reshape(y_shape)
+    thresholds = model.y_table.scale_thresholds_fixed
+    y_shape = (config.latent_channels, ph // 16, pw // 16)
+    if model.context is None:
+        y_indexes = _rows(scale_fixed, steps, thresholds).reshape(y_shape)
+        del scale_fixed
+        y_symbols = decode_symbols(hfc.stream("y"), y_indexes, model.y_table, stream="y").reshape(y_shape)
+    else:
+        y_symbols, mu = _decode_with_context(hfc, model, mu, scale_fixed, steps, y_shape)
     y_hat = torch.from_numpy(y_symbols.astype(np.float64)).unsqueeze(0)
     if steps is not None:
         y_hat = y_hat * _step_tensor(steps)
     return (y_hat + mu).float()
+
+
+def _decode_with_context(
+    hfc: container.HfcFile, model: CodecModel, mu: torch.Tensor, scale_fixed: np.ndarray,
+    steps: np.ndarray | None, y_shape: tuple[int, int, int],
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Anchors ("ya") with the hyperprior's parameters, then the rest ("yb") with the context's:
+    (symbols int32 (C, h, w), mu float64 (1, C, h, w) of every latent)."""
+    from hificli.entropy.coder import decode_symbols
+    from hificli.entropy.context import merge_anchors, split_anchors
+
+    thresholds = model.y_table.scale_thresholds_fixed
+    half = (y_shape[0], y_shape[1], y_shape[2] // 2)
+    rows_a = split_anchors(_rows(scale_fixed, steps, thresholds)[0])[0]
+    anchors = decode_symbols(hfc.stream("ya"), rows_a, model.y_table, stream="ya").reshape(half)
+    with_anchors = merge_anchors(anchors, np.zeros_like(anchors))
+    mu_fixed, scale_fixed = model.context.parameters(_mu_fixed(mu), scale_fixed, with_anchors[None], steps)
+    rows_b = split_anchors(_rows(scale_fixed, steps, thresholds)[0])[1]
+    del scale_fixed
+    others = decode_symbols(hfc.stream("yb"), rows_b, model.y_table, stream="yb").reshape(half)
+    return merge_anchors(anchors, others), _mu_float(mu_fixed)
 
 
 def decode_file(data: bytes, model: CodecModel) -> tuple[np.ndarray, container.Header]:
@@ -365,8 +444,9 @@ def estimate_bits(source: SourceImage, model: CodecModel, quality_code: int | No
     steps = model.steps_fixed(quality_code)
     with torch.inference_mode():
         mu, scale = hyper.synthesis(z_hat)
-        if steps is not None:  # measure in units of the step, as the coder does
-            d = _step_tensor(steps).to(y.device, y.dtype)
+        d = _step_tensor(steps).to(y.device, y.dtype) if steps is not None else None
+        mu, scale = model.network.context_parameters(y, mu, scale, d)
+        if d is not None:  # measure in units of the step, as the coder does
             y, mu, scale = y / d, mu / d, (scale / d).clamp_min(SCALE_MIN)
         y_hat = torch.floor(y - mu + 0.5) + mu
         z_bits = -torch.log2(hyper.hyperlatent_likelihood.likelihood(z_hat)).sum().item()

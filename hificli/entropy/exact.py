@@ -58,18 +58,13 @@ class _Layer:
         weight = conv.weight.detach().to("cpu")
         bias = conv.bias.detach().to("cpu") if conv.bias is not None else torch.zeros(weight.shape[1])
         self.acc_frac = W_FRAC + in_frac
-        self.weight = _to_int(weight, W_FRAC, f"{name}.weight")
-        self.bias = _to_int(bias, self.acc_frac, f"{name}.bias")
+        self.weight = to_int(weight, W_FRAC, f"{name}.weight")
+        self.bias = to_int(bias, self.acc_frac, f"{name}.bias")
         magnitude = self.weight.abs()
         if magnitude.max().item() > W_INT_MAX:
             raise ValueError(f"{name}: a weight exceeds {W_INT_MAX / 2**W_FRAC} in magnitude")
         # ConvTranspose2d weight layout: [in, out, kh, kw]; bound per output channel.
-        s = magnitude.sum(dim=(0, 2, 3)).max().item()
-        bound = in_max * s + self.bias.abs().max().item()
-        if not bound < _EXACT_LIMIT:
-            raise ValueError(
-                f"{name}: weights too large for exact float64 accumulation (bound {bound:.3g} >= 2**52)"
-            )
+        check_exact_bound(name, magnitude.sum(dim=(0, 2, 3)).max().item(), in_max, self.bias)
         self.stride = tuple(conv.stride)
         self.padding = tuple(conv.padding)
         self.output_padding = tuple(conv.output_padding)
@@ -80,14 +75,22 @@ class _Layer:
         )
 
 
-def _to_int(t: torch.Tensor, frac: int, name: str) -> torch.Tensor:
+def check_exact_bound(name: str, weight_sum: float, in_max: int, bias: torch.Tensor) -> None:
+    """Refuse a layer whose partial sums could leave float64's exact integers (see the module docstring):
+    ``weight_sum`` is the largest sum of |w_int| over one output's inputs and taps."""
+    bound = in_max * weight_sum + (bias.abs().max().item() if bias.numel() else 0.0)
+    if not bound < _EXACT_LIMIT:
+        raise ValueError(f"{name}: weights too large for exact float64 accumulation (bound {bound:.3g} >= 2**52)")
+
+
+def to_int(t: torch.Tensor, frac: int, name: str) -> torch.Tensor:
     values = t.to(torch.float16).to(torch.float64)
     if values.numel() and not values.abs().max().item() <= 65504.0:  # also false for inf / nan
         raise ValueError(f"{name} has non-finite values or values beyond float16 range")
     return values.mul_(2.0**frac).round_()  # exact scaling, then round half to even
 
 
-def _requantize(acc: torch.Tensor, shift: int) -> torch.Tensor:
+def requantize(acc: torch.Tensor, shift: int) -> torch.Tensor:
     """floor((acc + 2**(shift-1)) / 2**shift) on integer-valued float64 (exact)."""
     if shift == 0:
         return acc
@@ -129,9 +132,9 @@ class ExactHyperSynthesis:
         for i, layer in enumerate(layers):
             acc = layer(x)
             if i < 2:
-                x = _requantize(acc, layer.acc_frac - ACT_FRAC).clamp_(0.0, float(ACT_MAX))
+                x = requantize(acc, layer.acc_frac - ACT_FRAC).clamp_(0.0, float(ACT_MAX))
             else:
-                x = _requantize(acc, layer.acc_frac - OUT_FRAC).clamp_(-float(OUT_MAX), float(OUT_MAX))
+                x = requantize(acc, layer.acc_frac - OUT_FRAC).clamp_(-float(OUT_MAX), float(OUT_MAX))
         return x.to(torch.int64)
 
     def fixed(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

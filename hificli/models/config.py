@@ -12,12 +12,13 @@ from typing import Any, ClassVar
 
 LIKELIHOODS = ("gaussian", "logistic")
 TRANSFORMS = ("hific", "gdn")
+CONTEXTS = ("none", "checkerboard")
 #: Bounds on what an architecture record may ask for (the full HiFiC uses 960 channels, 9 blocks).
 MAX_WIDTH = 4096
 MAX_RESIDUAL_BLOCKS = 64
 #: Fields added after the first release, written by ``to_json`` only when they differ from these
 #: defaults, so that existing weights files keep their fingerprints.
-_LATER_FIELDS = {"transform": "hific", "rate_levels": 0}
+_LATER_FIELDS = {"transform": "hific", "rate_levels": 0, "context": "none", "context_channels": 0}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class ArchConfig:
       ``encoder_channels[1:4]`` (the resolutions of HiFiC's conv_block2..4); entries 0 and 4 are unused.
     rate_levels: 0 for a fixed-rate model; L >= 2 for a variable-rate one, whose latents are quantized
       with per-channel steps interpolated between L trained levels by the quality (hificli.entropy.rate).
+    context: "none" (every latent is coded with the hyperprior's mean and scale) or "checkerboard" (He et
+      al. 2021: the anchor half of the latent grid is coded first; the other half's mean and scale are
+      corrected from the decoded anchors around it; hificli.models.context).
+    context_channels: width of the context networks (0 without a context).
     """
 
     encoder_channels: tuple[int, int, int, int, int] = (60, 120, 240, 480, 960)
@@ -48,6 +53,8 @@ class ArchConfig:
     discriminator_context: int = 12
     transform: str = "hific"
     rate_levels: int = 0
+    context: str = "none"
+    context_channels: int = 0
 
     def __post_init__(self) -> None:
         self._check_sizes()
@@ -59,13 +66,20 @@ class ArchConfig:
             raise ValueError(f"encoder_channels needs 5 widths >= 2, got {self.encoder_channels!r}")
         if self.latent_channels < 1 or self.hyper_channels < 1 or self.n_residual_blocks < 0:
             raise ValueError("latent_channels, hyper_channels must be >= 1 and n_residual_blocks >= 0")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if (self.context == "none") != (self.context_channels == 0) or self.context_channels < 0:
+            raise ValueError("context_channels must be > 0 with a context and 0 without one")
         if self.rate_levels != 0 and not 2 <= self.rate_levels <= 64:
             raise ValueError(f"rate_levels must be 0 (fixed rate) or 2-64, got {self.rate_levels}")
 
     def _check_sizes(self) -> None:
         """Integer widths and depths within MAX_WIDTH / MAX_RESIDUAL_BLOCKS: metadata from a file must
         not build a huge network (ValueError, or TypeError for a value that is not an integer)."""
-        widths = (*self.encoder_channels, self.latent_channels, self.hyper_channels, self.discriminator_context)
+        widths = (
+            *self.encoder_channels, self.latent_channels, self.hyper_channels, self.discriminator_context,
+            self.context_channels,
+        )
         if not all(type(v) is int for v in (*widths, self.n_residual_blocks)):
             raise TypeError(f"architecture widths and depths must be integers, got {self!r}")
         if max(widths) > MAX_WIDTH or self.n_residual_blocks > MAX_RESIDUAL_BLOCKS:

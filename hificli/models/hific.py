@@ -31,6 +31,7 @@ from hificli.layers import (
     round_half_up,
 )
 from hificli.models.config import ArchConfig
+from hificli.models.context import CheckerboardContext
 from hificli.models.likelihoods import MIN_LIKELIHOOD, SCALE_MIN, bits, latent_likelihood
 from hificli.models.rate import RateSteps
 
@@ -340,6 +341,27 @@ class HificModel(nn.Module):
         self.Hyperprior = Hyperprior(self.config)
         if self.config.rate_levels:
             self.RateSteps = RateSteps(self.config.rate_levels, self.config.latent_channels)
+        if self.config.context == "checkerboard":
+            self.Context = CheckerboardContext(self.config.latent_channels, self.config.context_channels)
+
+    @property
+    def has_context(self) -> bool:
+        """True if non-anchor latents are coded with a spatial context (hificli.models.context)."""
+        return self.config.context != "none"
+
+    def context_parameters(
+        self, y: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor | None,
+        *, straight_through: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, scale) of every latent: the hyperprior's, corrected by the spatial context at non-anchors
+        from the anchors quantized as the codec does (``round((y - mu) / step) * step + mu``; with
+        ``straight_through`` the rounding passes gradients to y). Unchanged without a context."""
+        if not self.has_context:
+            return mu, scale
+        d = steps if steps is not None else torch.ones((), dtype=y.dtype, device=y.device)
+        rounding = round_around_st if straight_through else round_around
+        anchors_hat = rounding(y / d, mu / d) * d
+        return self.Context(anchors_hat, mu, scale)
 
     @property
     def variable_rate(self) -> bool:
@@ -411,6 +433,7 @@ class HificModel(nn.Module):
         z_hat = add_uniform_noise(z, generator) if self.training else z_q
         mu, scale = hp.synthesis(z_hat)
         steps = self._steps(rate_positions, n)
+        mu, scale = self.context_parameters(y, mu, scale, steps, straight_through=self.training)
         # Quantize in units of the step: y / d around mu / d with scale / d (d = 1 for fixed rate).
         y_n, mu_n = (y, mu) if steps is None else (y / steps, mu / steps)
         scale_n = scale if steps is None else lower_bound(scale / steps, SCALE_MIN)
@@ -460,7 +483,7 @@ class HificModel(nn.Module):
     # -- weights -----------------------------------------------------------------------------------
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
         """state_dict restricted to the Encoder/Generator/Hyperprior keys (what inference needs)."""
-        prefixes = ("Encoder.", "Generator.", "Hyperprior.")
+        prefixes = ("Encoder.", "Generator.", "Hyperprior.", "Context.")
         return {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
 
     def count_parameters(self) -> dict[str, int]:
@@ -471,4 +494,7 @@ class HificModel(nn.Module):
         for name, module in self.Hyperprior.named_children():
             counts[f"Hyperprior.{name}"] = sum(p.numel() for p in module.parameters())
         counts["total"] = counts["Encoder"] + counts["Generator"] + counts["Hyperprior"]
+        if self.has_context:
+            counts["Context"] = sum(p.numel() for p in self.Context.parameters())
+            counts["total"] += counts["Context"]
         return counts

@@ -25,6 +25,7 @@ from hificli.train import distributed as dist
 from hificli.train import losses as L
 from hificli.train import state as S
 from hificli.train import variable_rate as VR
+from hificli.train.context import CONTEXT_LR_SCALE, context_config
 from hificli.train.options import RUNTIME_OPTIONS, TrainOptions
 from hificli.train.report import JsonlLog, ProgressLine
 from hificli.train.schedule import make_schedule
@@ -167,14 +168,17 @@ def _optimizers(model: torch.nn.Module, disc: torch.nn.Module | None, lr: float)
     the hyperlatent density (as the port), one for D."""
     density = list(model.Hyperprior.hyperlatent_likelihood.parameters())
     rate = list(model.RateSteps.parameters()) if getattr(model, "variable_rate", False) else []
-    ids = {id(p) for p in density + rate}
+    context = list(model.Context.parameters()) if getattr(model, "has_context", False) else []
+    ids = {id(p) for p in density + rate + context}
     main = [p for p in model.parameters() if id(p) not in ids]
     kw: dict[str, Any] = {"foreach": True}
     groups: list[dict[str, Any]] = [{"params": main}]
     if rate:
         groups.append({"params": rate, "lr_scale": VR.RATE_STEP_LR_SCALE})
+    if context:
+        groups.append({"params": context, "lr_scale": CONTEXT_LR_SCALE})
     opt_main = torch.optim.Adam(groups, lr=lr, **kw)
-    main = main + rate
+    main = main + rate + context
     opt_density = torch.optim.Adam(density, lr=lr, **kw)
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, **kw) if disc is not None else None
     return main, opt_main, opt_density, opt_d
@@ -250,6 +254,7 @@ def train(
 
     # architecture and weights
     init = None
+    new_rate_levels = new_context = False
     if resumed is not None:
         config = ArchConfig.from_json(resumed["args"]["hific_arch"])
     else:
@@ -257,6 +262,7 @@ def train(
             init = read_init(options.init)
         config = resolve_arch(options, init[0] if init else None, explicit)
         config, new_rate_levels = VR.rate_config(config, options.rate_lambdas)
+        config, new_context = context_config(config, options.context_channels)
         options.arch = arch_name(config)
     gan = options.stage == "gan"
     if gan and init is None and resumed is None:
@@ -270,7 +276,8 @@ def train(
     if resumed is None and new_rate_levels:
         model.RateSteps.initialize(options.rate_lambdas, reference=schedule_reference_k_m(options))
     if init is not None:
-        load_strict(model, init[1], ignore_prefixes=("RateSteps.",) if new_rate_levels else ())
+        fresh = ("RateSteps.",) * new_rate_levels + ("Context.",) * new_context
+        load_strict(model, init[1], ignore_prefixes=fresh)
         if disc is not None and init[2]:
             load_strict(disc, init[2], ignore_prefixes=(), ignore_patterns=())
     del init

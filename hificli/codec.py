@@ -257,6 +257,7 @@ def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | Non
         coder_id=container.CODER_ANS,
         coder_version=container.CODER_VERSION,
         quality_code=quality_code,
+        spatial_context=model.context is not None,
     )
     return container.pack(header, payloads)
 
@@ -339,6 +340,13 @@ def _file_steps(header: container.Header, model: CodecModel) -> np.ndarray | Non
     return model.steps_fixed(header.quality_code)
 
 
+def _check_context(header: container.Header, model: CodecModel) -> None:
+    """The file's context flag must agree with the model (it says which latent streams to expect)."""
+    if header.spatial_context != (model.context is not None):
+        has = "has" if header.spatial_context else "has no"
+        raise CorruptFileError(f"file {has} spatial-context flag, but its model {model.model_id!r} disagrees")
+
+
 def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     """Entropy-decode a parsed file into the latents y_hat (float32, (1, C, H/16, W/16))."""
     import torch
@@ -349,6 +357,7 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     header = hfc.header
     check_compatible(header, model)
     steps = _file_steps(header, model)
+    _check_context(header, model)
     config = model.config
     pw, ph = header.padded_width, header.padded_height
     if (pw, ph) != padded_size(header.width, header.height):

@@ -1,4 +1,4 @@
-"""The ``.hfc`` container, format 1.1: a small header, the coded streams, a CRC32 trailer.
+"""The ``.hfc`` container, format 1.2: a small header, the coded streams, a CRC32 trailer.
 
 Layout and rules are specified in FORMAT.md; the constants below are the single source of truth it
 quotes. Stdlib only (no torch, no numpy): ``hific info`` reads files through this module.
@@ -24,12 +24,15 @@ from typing import BinaryIO
 from hificli.errors import CorruptFileError, InvalidInputError, UnsupportedVersionError
 
 MAGIC = b"\x89HFC"
-FORMAT_VERSION = (1, 1)  #: the newest version this hific reads; it writes 1.0 for fixed-rate files
+FORMAT_VERSION = (1, 2)  #: the newest version this hific reads; each file is written in the oldest that holds it
 RATE_FIELD_MINOR = 1  #: minor version that defined FLAG_RATE and the rate field
+CONTEXT_MINOR = 2  #: minor version that defined FLAG_CONTEXT
 
 FLAG_ICC = 0x01  #: flags bit 0: an ICC profile block follows the header
 FLAG_RATE = 0x02  #: flags bit 1 (format 1.1): a rate field (the quality code) follows the stream entries
-KNOWN_FLAGS = FLAG_ICC | FLAG_RATE
+#: flags bit 2 (format 1.2): the latents are coded in the two checkerboard streams "ya" and "yb"
+FLAG_CONTEXT = 0x04
+KNOWN_FLAGS = FLAG_ICC | FLAG_RATE | FLAG_CONTEXT
 
 CHANNEL_CHOICES = (1, 3)  #: 1 = grayscale source (decoded as grayscale), 3 = RGB
 CODER_ANS = 1  #: constriction AnsCoder, 32-bit words, little-endian
@@ -97,6 +100,8 @@ class Header:
     #: variable-rate models: the quality the file was coded at, in hundredths (0..MAX_QUALITY_CODE);
     #: None for fixed-rate models (such files are written as format 1.0)
     quality_code: int | None = None
+    #: True when the latents are coded with a spatial context (streams "ya", "yb"; format 1.2)
+    spatial_context: bool = False
 
     def __post_init__(self) -> None:
         if self.version is None:
@@ -205,7 +210,10 @@ def _ident_bytes(field: str, text: str, pattern: re.Pattern[bytes], max_len: int
 
 
 def written_version(h: Header) -> tuple[int, int]:
-    """The format version a header is written in: 1.1 when it carries a quality, else 1.0."""
+    """The format version a header is written in: 1.2 with a spatial context, else 1.1 when it carries a
+    quality, else 1.0."""
+    if h.spatial_context:
+        return (FORMAT_VERSION[0], CONTEXT_MINOR)
     return (FORMAT_VERSION[0], RATE_FIELD_MINOR if h.quality_code is not None else 0)
 
 
@@ -245,6 +253,8 @@ def _encode_header(h: Header) -> bytes:
     if h.quality_code is not None:
         out += encode_varint(_check_range("quality", h.quality_code, 0, MAX_QUALITY_CODE))
         flags |= FLAG_RATE
+    if h.spatial_context:
+        flags |= FLAG_CONTEXT
     header_size = _check_range("header size", PREFIX_SIZE + len(out), PREFIX_SIZE, 0xFFFF)
     return _PREFIX.pack(MAGIC, *written_version(h), header_size, flags, h.channels) + bytes(out)
 
@@ -412,6 +422,8 @@ def _parse(
         if minor < RATE_FIELD_MINOR:
             raise _Invalid(f"flag bit 1 (rate field) needs format 1.{RATE_FIELD_MINOR}, the file says 1.{minor}")
         quality_code = r.varint("quality", 0, MAX_QUALITY_CODE)
+    if flags & FLAG_CONTEXT and minor < CONTEXT_MINOR:
+        raise _Invalid(f"flag bit 2 (spatial context) needs format 1.{CONTEXT_MINOR}, the file says 1.{minor}")
     if (1, minor) <= FORMAT_VERSION and r.pos != header_size:
         raise _Invalid(f"header_size {header_size} does not match the header fields ({r.pos} bytes)")
     body = _Reader(data, header_size, end, "file")
@@ -428,7 +440,7 @@ def _parse(
         pos += s.length
     header = Header(
         model_id, fingerprint, width, height, padded[0], padded[1], channels, tuple(streams), icc,
-        coder_id, coder_version, (FORMAT_VERSION[0], minor), quality_code,
+        coder_id, coder_version, (FORMAT_VERSION[0], minor), quality_code, bool(flags & FLAG_CONTEXT),
     )
     return HfcFile(header, tuple(payloads), size if exact else expected)
 

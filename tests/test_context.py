@@ -255,17 +255,20 @@ def test_damaged_or_missing_context_streams_are_refused(ctx_vr: Path, tmp_path: 
 
     model = hificli.load_model(ctx_vr)
     hfc = container.unpack(encode_source(read_image(SAMPLE), model, rate.quality_code(50)))
+    assert hfc.header.version == (1, 2) and hfc.header.spatial_context
     z, ya, yb = hfc.header.streams
     cases = {
-        "empty-yb": ((z, ya, yb), [hfc.payloads[0], hfc.payloads[1], b""]),
-        "swapped": ((z, ya, yb), [hfc.payloads[0], hfc.payloads[2], hfc.payloads[1]]),
+        "empty-yb": ((z, ya, yb), [hfc.payloads[0], hfc.payloads[1], b""], True),
+        "swapped": ((z, ya, yb), [hfc.payloads[0], hfc.payloads[2], hfc.payloads[1]], True),
         "one-y": ((z, container.StreamInfo("y", (ya.shape[0], ya.shape[1], 2 * ya.shape[2]), 4)),
-                  [hfc.payloads[0], b"\0" * 4]),
+                  [hfc.payloads[0], b"\0" * 4], True),
+        "no-flag": ((z, ya, yb), list(hfc.payloads), False),  # a 1.1 file with the context streams
     }
-    for name, (streams, payloads) in cases.items():
+    for name, (streams, payloads, flag) in cases.items():
         streams = tuple(replace(s, length=len(p)) for s, p in zip(streams, payloads, strict=True))
+        header = replace(hfc.header, streams=streams, spatial_context=flag, version=None)
         path = tmp_path / f"{name}.hfc"
-        path.write_bytes(reseal(container.pack(replace(hfc.header, streams=streams), payloads)))
+        path.write_bytes(reseal(container.pack(header, payloads)))
         code, _, err = run(["decode", str(path), "-m", str(ctx_vr), "-o", str(tmp_path / f"{name}.png")], capsys)
         assert code == 3, (name, err)
         assert len(err.strip().splitlines()) <= 2 and not (tmp_path / f"{name}.png").exists(), name

@@ -34,17 +34,17 @@ def load_model(
     only, never as a path."""
     from hificli import weights
     from hificli.codec import CodecModel
-    from hificli.device import resolve_device
+    from hificli.device import check_device, resolve_device
     from hificli.zoo.registry import DEFAULT_MODEL
     from hificli.zoo.resolve import resolve_model
 
-    device = resolve_device(device)  # an unavailable device fails before any loading
+    check_device(device)  # an unavailable device fails before any loading (torch only for cuda)
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     path = resolve_model(name, offline=offline, cache_dir=cache_dir, progress=progress, from_header=from_header)
     if weights.is_port_checkpoint(path):
-        return _from_port_checkpoint(Path(path)).place(device, half=half)
-    network, z_table, y_table, info = weights.load_weights(path)
-    return CodecModel(network, z_table, y_table, info, Path(path)).place(device, half=half)
+        return _from_port_checkpoint(Path(path)).place(resolve_device(device), half=half)
+    network, z_table, y_table, info = weights.load_weights(path)  # checked before torch is imported
+    return CodecModel(network, z_table, y_table, info, Path(path)).place(resolve_device(device), half=half)
 
 
 def checkpoint_model_id(path: Path) -> str:

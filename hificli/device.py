@@ -118,3 +118,30 @@ def apply_threads(workers: int, threads: int | None = None) -> int:
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
     return count
+
+
+def can_fork_workers(device: str) -> bool:
+    """Whether -j workers may be forked from this process for ``device``: only on the CPU (a process
+    that has initialised CUDA cannot be forked), where the platform forks, and only if torch is not
+    imported yet (then this process cannot have run an OpenMP parallel region, see
+    :func:`threads_before_fork`; a caller that ran torch before, such as a test calling the CLI in
+    its own process, gets spawned workers). Imports torch for ``auto``."""
+    import multiprocessing
+    import sys
+
+    if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    return resolve_device(device) == "cpu"
+
+
+def threads_before_fork(workers: int, threads: int | None = None) -> int:
+    """Before forking ``workers`` processes from this one: the torch threads each of them is to use
+    (:func:`worker_threads` of torch's default), and this process set to one thread. Call it before
+    any torch work here: GNU OpenMP cannot be forked once it ran a parallel region (the child's next
+    parallel region waits forever for threads that did not survive the fork); with one thread the
+    parent never starts that pool, and each child starts its own."""
+    import torch
+
+    count = worker_threads(torch.get_num_threads(), workers, threads)
+    torch.set_num_threads(1)
+    return count

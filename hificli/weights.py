@@ -154,22 +154,39 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(tensors: dict[str, torch.Tensor], arrays: dict[str, np.ndarray], config: ArchConfig) -> bytes:
-    """First 8 bytes of sha256 over the canonical form of a model (see the module docstring)."""
+def fingerprint(
+    tensors: dict[str, torch.Tensor | np.ndarray], arrays: dict[str, np.ndarray], config: ArchConfig
+) -> bytes:
+    """First 8 bytes of sha256 over the canonical form of a model (see the module docstring). The
+    network ``tensors`` may be torch tensors or numpy arrays (a weights file checked before torch is
+    imported): both round to float16 the same way (IEEE round to nearest even)."""
     import numpy as np
-    import torch
 
     digest = hashlib.sha256()
     digest.update(config.to_json().encode())
     for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu", torch.float16).contiguous()
-        digest.update(f"{name}:f16:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.int16).numpy().astype("<i2", copy=False).tobytes())
+        shape, bits = _float16_bits(tensors[name])
+        digest.update(f"{name}:f16:{shape}".encode())
+        digest.update(bits.astype("<i2", copy=False).tobytes())
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
         digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
     return digest.digest()[:8]
+
+
+def _float16_bits(value: Any) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, int16 view of the float16 rounding) of a torch tensor or a numpy array."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        with np.errstate(over="ignore"):  # beyond float16's range is inf, as torch rounds it, silently
+            half = np.ascontiguousarray(value.astype(np.float16, copy=False))
+        return tuple(value.shape), half.view(np.int16)
+    import torch
+
+    tensor = value.detach().to("cpu", torch.float16).contiguous()
+    return tuple(tensor.shape), tensor.view(torch.int16).numpy()
 
 
 def build_tables(model: HificModel) -> tuple[CdfTable, CdfTable]:
@@ -250,25 +267,34 @@ def convert_port_checkpoint(
     return save_inference_weights(model, dst, model_id=model_id, half=half, meta=meta)
 
 
+def read_verified(path: str | Path) -> tuple[dict[str, np.ndarray], WeightsInfo]:
+    """A weights file's arrays (numpy, no torch) and info, after checking them against the fingerprint
+    (:func:`refuse_tampered`): damaged or changed weights are refused before torch is imported."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    info = read_weights_info(path)
+    try:
+        arrays = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
+    refuse_tampered(path, arrays, info)
+    return arrays, info
+
+
 def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, WeightsInfo]:
     """Load a weights file: (model in eval mode, z table, y table, info). Any damage -> ModelMismatchError."""
+    path = Path(path)
+    loaded, info = read_verified(path)
     import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from hificli.checkpoint import load_strict
     from hificli.entropy.tables import CdfTable
     from hificli.models.hific import HificModel
 
-    path = Path(path)
-    info = read_weights_info(path)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
-    refuse_tampered(path, tensors, info)
-    arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
-    state = {k: v.float() for k, v in tensors.items() if not k.startswith("tables.")}
+    arrays = {k: v for k, v in loaded.items() if k.startswith("tables.")}
+    state = {k: torch.from_numpy(v).float() for k, v in loaded.items() if not k.startswith("tables.")}
     try:
         z_table = CdfTable.from_arrays(arrays, "tables.z.")
         y_table = CdfTable.from_arrays(arrays, "tables.y.")
@@ -288,12 +314,12 @@ def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, Weig
     return model, z_table, y_table, info
 
 
-def refuse_tampered(path: Path, tensors: dict[str, torch.Tensor], info: WeightsInfo) -> None:
-    """Recompute the fingerprint from the file's tensors and tables (everything under ``tables.`` is an
-    array, the rest the network) and refuse weights whose metadata states another: changed or damaged
-    weights must not decode files into garbage under the fingerprint of the originals. About 5 ms for
-    the embedded model (0.65 s for the 181 M-parameter HiFiC), so the result is not cached."""
-    arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
+def refuse_tampered(path: Path, tensors: dict[str, np.ndarray], info: WeightsInfo) -> None:
+    """Recompute the fingerprint from the file's arrays (everything under ``tables.`` is a table, the
+    rest the network) and refuse weights whose metadata states another: changed or damaged weights
+    must not decode files into garbage under the fingerprint of the originals. Numpy only (no torch);
+    a few ms for the embedded models, so the result is not cached."""
+    arrays = {k: v for k, v in tensors.items() if k.startswith("tables.")}
     state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
     try:
         actual = fingerprint(state, arrays, info.config)

@@ -39,6 +39,13 @@ def summary_rows(stderr: str) -> list[str]:
     return [line.split()[0] for line in rows]
 
 
+@pytest.fixture
+def workers_for_small_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """-j workers even for these few small images (the CLI runs them in-process: PIXELS_PER_WORKER)."""
+    monkeypatch.setattr("hificli.cli.batch.PIXELS_PER_WORKER", 1)
+
+
+@pytest.mark.usefixtures("workers_for_small_inputs")
 def test_parallel_encode_keeps_order_and_survives_failures(tmp_path: Path, tiny: Path, capsys) -> None:
     names = images(tmp_path, 4)
     (tmp_path / "broken.png").write_bytes(b"not an image at all")
@@ -60,6 +67,7 @@ def test_parallel_encode_keeps_order_and_survives_failures(tmp_path: Path, tiny:
         assert (sequential / n).with_suffix(".hfc").read_bytes() == parallel[n]
 
 
+@pytest.mark.usefixtures("workers_for_small_inputs")
 def test_parallel_decode(tmp_path: Path, tiny: Path, capsys) -> None:
     names = images(tmp_path, 3)
     assert hific("encode", *names, "-m", str(tiny), cwd=tmp_path, capsys=capsys)[0] == 0
@@ -111,7 +119,7 @@ def test_ctrl_c_leaves_no_partial_outputs(tmp_path: Path, tiny: Path, whole_grou
     """SIGINT to the main process (a kill) or to the whole process group (Ctrl-C in a terminal) while
     workers are writing: exit 130, no temporary files, every output that exists is a complete file,
     and no worker is left behind."""
-    names = images(tmp_path, 10, size=(512, 384))
+    names = images(tmp_path, 10, size=(640, 480))  # 3.4 megapixels: enough for 2 workers (PIXELS_PER_WORKER)
     marker = f"HIFIC_TEST_RUN={uuid.uuid4().hex}"
     env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
     (tmp_path / "rec").mkdir()

@@ -139,7 +139,7 @@ def test_hfc_data_under_an_image_name_gets_a_warning(tmp_path: Path, tiny: Path,
         (["decode", "p.hfc", "-o", "x.xyz"], "-o x.xyz: cannot write images with extension '.xyz'"),
         (["decode", "p.hfc", "-o", "x"], "cannot write images with extension '(none)'"),
         (["encode", "p.png", "--max-memory", "1K"], "--max-memory 1 KiB is below the 364 MiB"),
-        (["encode", "p.png", "q.png", "-o", "folder", "-j", "2", "--max-memory", "500M"], "shared by 2 workers"),
+        (["encode", "big0.png", "big1.png", "-o", "folder", "-j", "2", "--max-memory", "500M"], "shared by 2 workers"),
         (["encode", "p.png", "-o", "-", "--json"], "--json prints to stdout, which -o - already uses"),
         (["encode", "-", "-"], "- (stdin) can be given only once"),
     ],
@@ -148,6 +148,8 @@ def test_usage_errors_are_instant_and_load_no_torch(tmp_path: Path, args: list[s
     (tmp_path / "folder").mkdir()
     for name in ("p.png", "q.png"):
         sample_image(16, 16).save(tmp_path / name)
+    for name in ("big0.png", "big1.png"):  # enough pixels for two -j workers (hificli.cli.batch.PIXELS_PER_WORKER)
+        Image.new("RGB", (1536, 1024)).save(tmp_path / name)
     (tmp_path / "p.hfc").write_bytes(b"\x89HFC" + bytes(40))
     before = {p.name for p in tmp_path.rglob("*")}
     assert_instant_usage_error(*hific(*args, cwd=tmp_path), message)

@@ -437,6 +437,90 @@ def test_tampered_weights_are_refused(tmp_path: Path, tiny: Path, capsys) -> Non
     assert not (tmp_path / "c" / "models" / "evil").exists()
 
 
+NO_TORCH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from hificli.cli.app import main
+    codes = []
+    for args in json.loads(sys.argv[1]):
+        try:
+            main(args)
+            codes.append(0)
+        except SystemExit as exc:
+            codes.append(exc.code)
+    print(json.dumps({"codes": codes, "torch": "torch" in sys.modules}))
+""")
+
+
+def test_damaged_z_streams_and_tampered_weights_are_refused_before_torch(tmp_path: Path, tiny: Path,
+                                                                         tiny_file: bytes) -> None:
+    """The z stream is decoded with the weights' tables (numpy) and the fingerprint checked (numpy) before
+    torch is imported: the 65-byte empty-stream file, a z stream of 0xFF and tampered weights are refused
+    in a fraction of a second."""
+    from safetensors.numpy import load_file
+
+    from hificli import weights
+    from hificli.zoo import registry
+
+    info = weights.read_weights_info(registry.embedded_path(registry.get("hific-compact")))
+    arch = info.config
+    (tmp_path / "empty.hfc").write_bytes(
+        hs.empty_streams_file(info.model_id, info.fingerprint, arch.hyper_channels, arch.latent_channels, 7680, 4320)
+    )
+    z = container.unpack(tiny_file).stream("z")
+    (tmp_path / "zff.hfc").write_bytes(hs.with_streams(tiny_file, z=b"\xff" * len(z)))
+    key = next(k for k in load_file(str(tiny)) if k.startswith("Generator."))
+    import torch
+
+    tensor = torch.from_numpy(load_file(str(tiny))[key])
+    tampered = hs.rewrite_weights(tiny, tmp_path / "t.safetensors", tensors={key: tensor + 0.5})
+    sample_image(16, 16).save(tmp_path / "x.png")
+    from hificli.api import encode, load_model
+
+    ctx = make_tiny_weights(tmp_path / "ctx.safetensors", preset="tiny-gdn", context="checkerboard",
+                            context_channels=8)
+    ctx_file = encode(sample_image(150, 100, seed=3), load_model(ctx))
+    assert container.unpack(ctx_file).header.spatial_context
+    (tmp_path / "ctx.hfc").write_bytes(hs.with_streams(ctx_file, z=b""))
+    d = str(tmp_path)
+    plan = [
+        ["decode", f"{d}/empty.hfc", "-o", f"{d}/o1.png"],
+        ["decode", f"{d}/zff.hfc", "-m", str(tiny), "-o", f"{d}/o2.png"],
+        ["encode", f"{d}/x.png", "-m", str(tampered), "-o", f"{d}/o3.hfc"],
+        ["decode", f"{d}/zff.hfc", "-m", str(tampered), "-o", f"{d}/o4.png"],  # the weights' error first
+        ["decode", f"{d}/ctx.hfc", "-m", str(ctx), "-o", f"{d}/o5.png"],  # streams z, ya, yb
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, json.dumps(plan)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"codes": [3, 3, 4, 4, 3], "torch": False}
+    lines = error_lines(result.stderr)
+    assert len(lines) == 5, result.stderr
+    assert all("damaged stream 'z'" in lines[i] for i in (0, 1, 4))
+    assert "do not match their fingerprint" in lines[2] and "do not match their fingerprint" in lines[3]
+    assert only(tmp_path) == ["ctx.hfc", "ctx.safetensors", "empty.hfc", "t.safetensors", "x.png", "zff.hfc"]
+
+
+def test_numpy_fingerprint_is_the_torch_one(tiny: Path) -> None:
+    """The check before torch hashes numpy arrays: the same bytes as torch's float16 rounding."""
+    from safetensors.numpy import load_file
+
+    from hificli import weights
+    from hificli.zoo import registry
+
+    for path in (tiny, registry.embedded_path(registry.get("hific-compact"))):
+        info = weights.read_weights_info(path)
+        arrays = load_file(str(path))
+        tables = {k: v for k, v in arrays.items() if k.startswith("tables.")}
+        state = {k: v for k, v in arrays.items() if not k.startswith("tables.")}
+        import torch
+
+        tensors = {k: torch.from_numpy(v) for k, v in state.items()}
+        assert weights.fingerprint(state, tables, info.config) == info.fingerprint
+        assert weights.fingerprint(tensors, tables, info.config) == info.fingerprint
+    odd = np.array([1e-8, 65520.0, -0.0, 2.0**-24, 3.0e-5, np.inf, 1 / 3], dtype=np.float32)  # subnormal, overflow
+    assert weights._float16_bits(odd)[1].tolist() == torch.from_numpy(odd).half().view(torch.int16).tolist()
+
+
 @pytest.mark.parametrize("model_id", ["x" * 200, "../../evil", "Upper"])
 def test_bad_model_ids_in_weights_are_refused_at_load(tmp_path: Path, tiny: Path, model_id: str, capsys) -> None:
     bad = hs.rewrite_weights(tiny, tmp_path / "b.safetensors", model_id=model_id)

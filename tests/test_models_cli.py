@@ -235,6 +235,7 @@ def test_parallel_decode_downloads_the_files_model_once(
         monkeypatch.setenv("HIFIC_MODEL_BASE_URL", server.base_url)
         (tmp_path / "out").mkdir()
         monkeypatch.setattr("hificli.cli.decode.show_progress", lambda: True)  # as on a terminal
+        monkeypatch.setattr("hificli.cli.batch.PIXELS_PER_WORKER", 1)  # workers even for these small files
         code, _, err = run_main(capsys, "decode", *names, "-j", "2", "-o", str(tmp_path / "out"))
         assert code == 0, err
         assert len(server.file_requests("hific_med.pt")) == 1

@@ -1,7 +1,10 @@
 """Running one job per input file: progress bar, per-file errors that do not stop the batch, summary.
 
-With ``-j N`` the jobs run in N worker processes (spawned, so no thread pool state is inherited), each
-loading its model once; results are still reported in input order. Ctrl-C cancels what has not
+With ``-j N`` the jobs run in N worker processes; results are still reported in input order. On the
+CPU the workers are forked from the command's process once it has imported torch and loaded the models
+(with one torch thread, so that no OpenMP pool is inherited: hificli.device.threads_before_fork), so a
+worker costs a fork, not an import and a model load; elsewhere (CUDA) they are spawned and load their
+models themselves. Ctrl-C cancels what has not
 started and interrupts running jobs, whose atomic writes (fileio.atomic_target) then delete their
 temporary files: no partial output is left.
 """
@@ -74,8 +77,7 @@ def performance_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Tile side in pixels instead of the size --max-memory allows; 0 = never tile.",
     )(func)
     return click.option(
-        "-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
-        help="Files to process in parallel (worker processes); 0 = one per CPU core.",
+        "-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True, metavar="N", help=JOBS_HELP,
     )(func)
 
 
@@ -84,10 +86,29 @@ def make_tiling(tile: int | None, max_memory: int, jobs: int) -> Tiling:
     return Tiling(tile=tile, max_memory=max(1, max_memory // max(1, jobs)), workers=max(1, jobs))
 
 
-def effective_jobs(jobs: int, inputs: Sequence[str]) -> int:
-    """Worker count: 0 means one per core; never more than the files; stdin (-) runs in-process."""
+#: -j: at least this many pixels of input per worker process (four 768x512 photos). A worker costs a
+#: fork and a cold start (first convolutions, first touches of the shared model) and runs 1/N of the
+#: threads; with fewer pixels than this it did not pay on 2 cores (benchmarks/bench_jobs.py, README).
+PIXELS_PER_WORKER = 4 * 768 * 512
+
+JOBS_HELP = (
+    "Files to process in parallel (worker processes); 0 = one per CPU core. At most one worker per "
+    f"{PIXELS_PER_WORKER / 1e6:.1f} megapixels of input (about four 768x512 photos): fewer or smaller "
+    "inputs run in this process, where a worker would cost more than it saves."
+)
+
+
+def effective_jobs(jobs: int, inputs: Sequence[str], pixels: Callable[[str], int] | None = None) -> int:
+    """Worker count: 0 means one per core; never more than the files, nor more than one per
+    :data:`PIXELS_PER_WORKER` of input (``pixels``: an input's pixel count from its header, 0 when it
+    cannot tell); stdin (-) runs in-process."""
     n = jobs or os.cpu_count() or 1
-    return 1 if "-" in inputs else max(1, min(n, len(inputs)))
+    if "-" in inputs:
+        return 1
+    n = max(1, min(n, len(inputs)))
+    if n > 1 and pixels is not None:
+        n = max(1, min(n, sum(pixels(path) for path in inputs) // PIXELS_PER_WORKER))
+    return n
 
 
 def show_progress() -> bool:
@@ -131,6 +152,28 @@ class ModelLoader:
             if self.verbose:
                 report.note(report.model_line(model, seconds))
         return self._models[slot]
+
+    def is_loaded(self, name: str | None, *, from_header: bool = False) -> bool:
+        """True once :meth:`get` has loaded this model in this process."""
+        from hificli.zoo.registry import DEFAULT_MODEL
+
+        key = name or DEFAULT_MODEL
+        return (f"header:{key}" if from_header else key) in self._models
+
+    def local_weights(self, name: str | None, *, from_header: bool = False) -> Any:
+        """The weights file :meth:`get` would load for ``name`` if it is here already (never downloads),
+        else None (also for a checkpoint or a name that does not resolve: loading says why)."""
+        from hificli import weights
+        from hificli.errors import HificError
+        from hificli.zoo.registry import DEFAULT_MODEL
+        from hificli.zoo.resolve import resolve_model
+
+        try:
+            path = resolve_model(name or DEFAULT_MODEL, offline=True, cache_dir=self.cache_dir, progress=False,
+                                 from_header=from_header)
+        except (HificError, OSError):
+            return None
+        return path if weights.is_weights_file(path) else None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_models": {}, "progress": False}
@@ -286,31 +329,49 @@ def _timed(job: Callable[[str], JobResult], path: str) -> JobResult:
 
 def _outcomes(
     inputs: Sequence[str], job: Callable[[str], JobResult], jobs: int, prepare: Callable[[], Any] | None,
-    threads: int | None = None,
+    threads: int | None = None, fork: bool = False,
 ) -> Iterator[tuple[str, JobResult | BaseException]]:
-    """(path, result or the HificError/OSError it raised), in input order."""
+    """(path, result or the HificError/OSError it raised), in input order. With ``jobs > 1`` the
+    workers start now (before the caller starts a progress bar's thread); ``fork``: see run_batch."""
     if jobs <= 1:
-        if threads:
-            from hificli.device import apply_threads
-
-            apply_threads(1, threads)
-        for path in inputs:
-            try:
-                yield path, _timed(job, path)
-            except (HificError, OSError) as exc:
-                yield path, exc
-        return
+        return _in_process(inputs, job, threads)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork" if fork else "spawn")
     pool = ProcessPoolExecutor(
         jobs, mp_context=context, initializer=_init_worker, initargs=(job, jobs, prepare, threads)
     )
     try:
         with _sigint_ignored():  # workers start with SIGINT ignored until _init_worker sets theirs
             futures = [pool.submit(_run_in_worker, path) for path in inputs]
+    except BaseException:
+        _interrupt(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    return _pooled(pool, inputs, futures)
+
+
+def _in_process(
+    inputs: Sequence[str], job: Callable[[str], JobResult], threads: int | None
+) -> Iterator[tuple[str, JobResult | BaseException]]:
+    if threads:
+        from hificli.device import apply_threads
+
+        apply_threads(1, threads)
+    for path in inputs:
+        try:
+            yield path, _timed(job, path)
+        except (HificError, OSError) as exc:
+            yield path, exc
+
+
+def _pooled(
+    pool: Any, inputs: Sequence[str], futures: Sequence[Any]
+) -> Iterator[tuple[str, JobResult | BaseException]]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
         for path, future in zip(inputs, futures, strict=True):
             try:
                 yield path, future.result()
@@ -362,13 +423,17 @@ def run_batch(
     prepare: Callable[[], Any] | None = None,
     threads: int | None = None,
     as_json: bool = False,
+    fork: bool = False,
 ) -> int:
     """Run ``job`` on every input; return the exit code (0, or the first failure's code).
 
-    ``jobs > 1``: in that many worker processes (``job`` and ``prepare`` must be picklable; ``prepare``
-    runs once per worker, e.g. to load the model), each with ``threads`` torch threads (default: the
-    cores divided among them). Results and errors are reported in input order; ``as_json`` prints one
-    JSON object per file on stdout (hificli.cli.report) instead of the summary table.
+    ``jobs > 1``: in that many worker processes, each with ``threads`` torch threads (default: the
+    cores divided among them). Spawned workers import torch anew (``job`` and ``prepare`` must be
+    picklable; ``prepare`` runs once per worker, e.g. to load the model); ``fork``: forked from this
+    process, they inherit its imports and loaded models (the caller must have run
+    hificli.device.threads_before_fork before any torch work, and pass its count as ``threads``).
+    Results and errors are reported in input order; ``as_json`` prints one JSON object per file on
+    stdout (hificli.cli.report) instead of the summary table.
     """
     opts = settings()
     show_progress = len(inputs) > 1 and not opts.quiet and sys.stderr.isatty()
@@ -387,10 +452,12 @@ def run_batch(
             transient=True,
             redirect_stdout=False,  # stdout carries data (--json lines), never the bar's console
         )
+    outcomes = _outcomes(inputs, job, jobs, prepare, threads, fork)  # workers fork before the bar's thread
+    if progress is not None:
         progress.start()
         task = progress.add_task(verb, total=len(inputs), name=inputs[0] if inputs else "")
     try:
-        for index, (path, outcome) in enumerate(_outcomes(inputs, job, jobs, prepare, threads)):
+        for index, (path, outcome) in enumerate(outcomes):
             if as_json:
                 target = getattr(job, "targets", {}).get(path)
                 report.print_record(report.record(path, target, outcome, hfc_is_output=hfc_is_output))
@@ -410,6 +477,7 @@ def run_batch(
                 following = inputs[index + 1] if index + 1 < len(inputs) else ""
                 progress.update(task, advance=1, name=following)
     finally:
+        outcomes.close()  # an unfinished batch: running jobs interrupted, queued ones cancelled
         if progress is not None:
             progress.stop()
     if results and not opts.quiet and not as_json:

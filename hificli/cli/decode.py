@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,10 @@ from hificli.cli.batch import (
 from hificli.cli.common import settings, verbosity_options
 from hificli.cli.deviceopts import device_options
 from hificli.cli.modelopts import model_options
+from hificli.device import can_fork_workers, threads_before_fork
+
+if TYPE_CHECKING:
+    from hificli import container
 
 
 @click.command("decode")
@@ -62,23 +67,27 @@ def command(
 
     targets = plan_outputs(inputs, output, as_json)
     preflight.check_model(model, cache_dir, offline)
-    workers = effective_jobs(jobs, inputs)
+    workers = effective_jobs(jobs, inputs, preflight.hfc_pixels)
     preflight.check_memory(max_memory, workers)
     if not force and preflight.all_exist(inputs, targets):  # nothing to do: no model needed
         refuse = preflight.ExistingOutputs(targets)
         sys.exit(run_batch(list(inputs), refuse, verb="decoding", hfc_is_output=False, as_json=as_json))
     check_device(device)  # a missing GPU fails once, here, not once per file
+    fork = workers > 1 and can_fork_workers(device)
     loader = ModelLoader(
-        offline, cache_dir, make_tiling(tile, max_memory, workers), progress=workers == 1 and show_progress(),
-        device=device, half=half, verbose=settings().verbose,
+        offline, cache_dir, make_tiling(tile, max_memory, workers),
+        progress=(workers == 1 or fork) and show_progress(), device=device, half=half, verbose=settings().verbose,
     )
-    if workers > 1:
+    if fork:  # the workers inherit the models loaded here; each uses this many threads
+        threads = threads_before_fork(workers, threads)
+        load_models_once(inputs, model, loader)
+    elif workers > 1:
         fetch_models_once(inputs, model, offline, cache_dir)
     job = DecodeJob(targets, force, model, loader)
     prepare = job.prepare if model else None
     code = run_batch(
         list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare, threads=threads,
-        as_json=as_json,
+        as_json=as_json, fork=fork,
     )
     sys.exit(code) if code else None
 
@@ -94,21 +103,40 @@ def plan_outputs(inputs: tuple[str, ...], output: str | None, as_json: bool) -> 
     return targets
 
 
-def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool | None, cache_dir: str | None) -> None:
-    """Before -j workers start: download, here and with progress, any registry model the inputs need
-    (``model`` or each readable file's header). Workers would otherwise wait silently on the cache lock
-    while one of them fetches it. Failures are left to the workers, which report them per file."""
+def header_models(inputs: tuple[str, ...]) -> list[str]:
+    """The model ids in the headers of the readable .hfc inputs (unreadable ones fail later, per file)."""
     from hificli import container
     from hificli.errors import HificError
-    from hificli.zoo.resolve import resolve_model
 
-    names = {model} if model else set()
-    for path in () if model else inputs:
+    names = set()
+    for path in inputs:
         try:
             names.add(container.read_file(path).header.model_id)
         except (OSError, HificError):
             continue
-    for name in sorted(names):
+    return sorted(names)
+
+
+def load_models_once(inputs: tuple[str, ...], model: str | None, loader: ModelLoader) -> None:
+    """Before -j workers fork: load ``model`` or every model the inputs' headers name, here, so that
+    the workers inherit them. Failures are left to the workers, which report them per file."""
+    from hificli.errors import HificError
+
+    for name in [model] if model else header_models(inputs):
+        try:
+            loader.get(name, from_header=not model)
+        except HificError:
+            continue
+
+
+def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool | None, cache_dir: str | None) -> None:
+    """Before -j workers start: download, here and with progress, any registry model the inputs need
+    (``model`` or each readable file's header). Workers would otherwise wait silently on the cache lock
+    while one of them fetches it. Failures are left to the workers, which report them per file."""
+    from hificli.errors import HificError
+    from hificli.zoo.resolve import resolve_model
+
+    for name in [model] if model else header_models(inputs):
         try:
             resolve_model(name, offline=offline, cache_dir=cache_dir, progress=show_progress(), from_header=not model)
         except HificError:
@@ -131,6 +159,7 @@ class DecodeJob(ModelJob):
         in_bytes = len(raw)
         hfc = container.unpack(raw)
         header = hfc.header
+        self.check_before_loading(hfc)
         codec_model, loading = self.load(self.model) if self.model else self.load(header.model_id, from_header=True)
         y_hat = decode_latents(hfc, codec_model)
         details = self.details(codec_model, header.width, header.height, "trunk", hfc)
@@ -140,3 +169,15 @@ class DecodeJob(ModelJob):
         out_bytes = self.write_image(target, pixels, header)
         return JobResult(path, target, in_bytes, out_bytes, header.width, header.height, model_seconds=loading,
                          device=codec_model.device, model=codec_model.model_id, **details)
+
+    def check_before_loading(self, hfc: container.HfcFile) -> None:
+        """Before the first load of the file's model: refuse a damaged z stream without torch
+        (hificli.precheck; the decoder checks it again once the model is loaded)."""
+        from hificli.precheck import refuse_damaged_z
+
+        name, from_header = (self.model, False) if self.model else (hfc.header.model_id, True)
+        if self.models.is_loaded(name, from_header=from_header):
+            return
+        path = self.models.local_weights(name, from_header=from_header)
+        if path is not None:
+            refuse_damaged_z(hfc, path)

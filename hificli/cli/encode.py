@@ -24,6 +24,7 @@ from hificli.cli.common import settings, verbosity_options
 from hificli.cli.deviceopts import device_options
 from hificli.cli.modelopts import model_options
 from hificli.cli.rateopts import check_model_takes, family_names, rate_options, rate_request
+from hificli.device import can_fork_workers, threads_before_fork
 
 
 @click.command("encode")
@@ -82,13 +83,16 @@ def command(
     request = rate_request(quality, target_bpp, target_size)
     targets, recon_targets = plan_outputs(inputs, output, reconstruct, as_json)
     preflight.check_model(model, cache_dir, offline)
-    workers = effective_jobs(jobs, inputs)
+    workers = effective_jobs(jobs, inputs, preflight.image_pixels)
     preflight.check_memory(max_memory, workers)
     preflight.check_image_header(inputs, max_memory)
     if not force and preflight.all_exist(inputs, targets, recon_targets):  # nothing to do: no model needed
         refuse = preflight.ExistingOutputs(targets, recon_targets)
         sys.exit(run_batch(list(inputs), refuse, verb="encoding", hfc_is_output=True, as_json=as_json))
     verbose = settings().verbose
+    fork = workers > 1 and can_fork_workers(device)
+    if fork:  # the workers inherit the models loaded below; each uses this many threads
+        threads = threads_before_fork(workers, threads)
     loader = ModelLoader(offline, cache_dir, make_tiling(tile, max_memory, workers), progress=show_progress(),
                          device=device, half=half, verbose=verbose)
     name = model
@@ -97,7 +101,7 @@ def command(
     family = family_names(request, model, cache_dir)
     for member in family:
         loader.get(member)
-    if workers > 1 and loaded.path is not None:  # workers load the resolved file, without downloading
+    if workers > 1 and not fork and loaded.path is not None:  # spawned workers load the resolved file
         name = str(loaded.path)
         loader = ModelLoader(True, cache_dir, loader.tiling, device=loaded.device, half=half, verbose=verbose)
     del loaded
@@ -105,7 +109,7 @@ def command(
                     allow_truncated=allow_truncated)
     code = run_batch(
         list(inputs), job, verb="encoding", hfc_is_output=True, jobs=workers, prepare=job.prepare,
-        threads=threads, as_json=as_json,
+        threads=threads, as_json=as_json, fork=fork,
     )
     sys.exit(code) if code else None
 

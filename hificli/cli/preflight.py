@@ -277,6 +277,30 @@ def check_model(name: str | None, cache_dir: str | None, offline: bool | None) -
 HOPELESS_FACTOR = 4
 
 
+def image_pixels(path: str) -> int:
+    """An image file's pixel count from its header (Pillow, no torch); 0 if it cannot tell."""
+    from hificli.errors import HificError
+    from hificli.imageio import header_size
+
+    try:
+        width, height = header_size(path)
+    except (HificError, OSError):
+        return 0
+    return width * height
+
+
+def hfc_pixels(path: str) -> int:
+    """A .hfc file's image size in pixels from its header; 0 if it cannot tell."""
+    from hificli import container
+    from hificli.errors import HificError
+
+    try:
+        header = container.read_file(path).header
+    except (HificError, OSError):
+        return 0
+    return header.width * header.height
+
+
 def check_image_header(inputs: Sequence[str], max_memory: int) -> None:
     """One image file: read its header (Pillow only, no torch) and refuse a size the format or
     ``--max-memory`` cannot take before any model loads (a decompression bomb fails at once). With

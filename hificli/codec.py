@@ -316,12 +316,15 @@ def encode_source(source: SourceImage, model: CodecModel, quality_code: int | No
     return code_analysis(analyse_source(source, model), model, quality_code)
 
 
-def check_compatible(header: container.Header, model: CodecModel) -> None:
-    """Refuse to decode a file with weights other than the ones that wrote it."""
-    if header.fingerprint != model.fingerprint:
+def expected_streams(header: container.Header, config, fingerprint: bytes, model_id: str) -> dict[str, tuple[int, ...]]:
+    """The streams (name -> symbol shape) a file must hold to be decoded with the weights ``fingerprint``
+    of architecture ``config``; refuses (no torch needed) a file made by other weights or another coder
+    (ModelMismatchError, UnsupportedVersionError), or whose quality, context flag, padded size or streams
+    do not fit the model (CorruptFileError)."""
+    if header.fingerprint != fingerprint:
         raise ModelMismatchError(
             f"file was made by model {header.model_id!r} (weights {header.fingerprint.hex()}), "
-            f"not by the loaded {model.model_id!r} (weights {model.fingerprint.hex()})",
+            f"not by the loaded {model_id!r} (weights {fingerprint.hex()})",
             f"decode with -m {header.model_id} (or the weights file that encoded it)",
         )
     if header.coder_id != container.CODER_ANS or header.coder_version[0] != container.CODER_VERSION[0]:
@@ -329,36 +332,14 @@ def check_compatible(header: container.Header, model: CodecModel) -> None:
             f"unknown entropy coder {header.coder_id} v{header.coder_version[0]}.{header.coder_version[1]}",
             "the file was probably made by a newer hific; upgrade hific",
         )
-
-
-def _file_steps(header: container.Header, model: CodecModel) -> np.ndarray | None:
-    """The quantization steps a file was coded with (its quality on the model's levels)."""
-    if model.variable_rate and header.quality_code is None:
-        raise CorruptFileError(f"file has no quality, but its model {model.model_id!r} is variable-rate")
-    if not model.variable_rate and header.quality_code is not None:
-        raise CorruptFileError(f"file has a quality, but its model {model.model_id!r} is fixed-rate")
-    return model.steps_fixed(header.quality_code)
-
-
-def _check_context(header: container.Header, model: CodecModel) -> None:
-    """The file's context flag must agree with the model (it says which latent streams to expect)."""
-    if header.spatial_context != (model.context is not None):
+    variable = config.rate_levels > 0
+    if variable and header.quality_code is None:
+        raise CorruptFileError(f"file has no quality, but its model {model_id!r} is variable-rate")
+    if not variable and header.quality_code is not None:
+        raise CorruptFileError(f"file has a quality, but its model {model_id!r} is fixed-rate")
+    if header.spatial_context != (config.context != "none"):
         has = "has" if header.spatial_context else "has no"
-        raise CorruptFileError(f"file {has} spatial-context flag, but its model {model.model_id!r} disagrees")
-
-
-def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
-    """Entropy-decode a parsed file into the latents y_hat (float32, (1, C, H/16, W/16))."""
-    import torch
-
-    from hificli import tiling
-    from hificli.entropy.coder import decode_symbols
-
-    header = hfc.header
-    check_compatible(header, model)
-    steps = _file_steps(header, model)
-    _check_context(header, model)
-    config = model.config
+        raise CorruptFileError(f"file {has} spatial-context flag, but its model {model_id!r} disagrees")
     pw, ph = header.padded_width, header.padded_height
     if (pw, ph) != padded_size(header.width, header.height):
         raise CorruptFileError(f"padded size {pw}x{ph} does not match image size {header.width}x{header.height}")
@@ -374,6 +355,21 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
     for name, shape in expected.items():
         if tuple(streams[name].shape) != shape:
             raise CorruptFileError(f"stream {name!r} has shape {streams[name].shape}, expected {shape}")
+    return expected
+
+
+def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
+    """Entropy-decode a parsed file into the latents y_hat (float32, (1, C, H/16, W/16))."""
+    import torch
+
+    from hificli import tiling
+    from hificli.entropy.coder import decode_symbols
+
+    header = hfc.header
+    config = model.config
+    expected = expected_streams(header, config, model.fingerprint, model.model_id)
+    steps = model.steps_fixed(header.quality_code)
+    pw, ph = header.padded_width, header.padded_height
     tiling.check_fits(model.network, pw, ph, model.tiling)  # before allocating anything image-sized
     z_shape = expected["z"]
     z_indexes = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)

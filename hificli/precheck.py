@@ -20,29 +20,16 @@ from hificli.errors import HificError, ModelMismatchError
 _Z_PREFIX = "tables.z."
 
 
-def _z_shape(header: container.Header, info: object) -> tuple[int, int, int] | None:
+def _z_shape(header: container.Header, info: object) -> tuple[int, ...] | None:
     """The z shape the decoder expects for ``header`` with weights ``info`` (hificli.weights.WeightsInfo),
-    or None when the decoder would refuse the header on its own (hificli.codec.decode_latents: other
-    weights, coder, quality, context flag, padded size, stream names or shapes): its message is the one
-    to give."""
-    from hificli.codec import latent_stream_shapes, padded_size
+    or None when the decoder would refuse the header on its own (hificli.codec.expected_streams): its
+    message is the one to give."""
+    from hificli.codec import expected_streams
 
-    config = info.config  # type: ignore[attr-defined]
-    if header.fingerprint != info.fingerprint:  # type: ignore[attr-defined]
+    try:
+        return expected_streams(header, info.config, info.fingerprint, info.model_id)["z"]  # type: ignore[attr-defined]
+    except HificError:
         return None
-    if header.coder_id != container.CODER_ANS or header.coder_version[0] != container.CODER_VERSION[0]:
-        return None
-    if (config.rate_levels > 0) != (header.quality_code is not None):
-        return None
-    if header.spatial_context != (config.context != "none"):
-        return None
-    pw, ph = header.padded_width, header.padded_height
-    if (pw, ph) != padded_size(header.width, header.height):
-        return None
-    z_shape = (config.hyper_channels, ph // 64, pw // 64)
-    expected = {"z": z_shape, **latent_stream_shapes(config, ph // 16, pw // 16)}
-    streams = {s.name: tuple(s.shape) for s in header.streams}
-    return z_shape if streams == expected else None
 
 
 def refuse_damaged_z(hfc: container.HfcFile, weights_path: str | Path) -> None:

@@ -6,9 +6,10 @@ hyper-synthesis of z_hat; latent symbols s = floor(y - mu + 0.5) coded with the 
 by sigma. Decode: the same (mu, sigma) from the decoded z_hat, y_hat = s + mu, Generator, crop.
 Variable-rate models quantize with per-channel steps d chosen by the file's quality
 (hificli.entropy.rate): s = floor((y - mu) / d + 0.5), the row chosen by sigma / d, y_hat = s * d + mu.
-Models with a checkerboard context (hificli.models.context) code the latents in two streams: "ya", the
-anchors, with the hyperprior's (mu, sigma); then "yb", the other half, with (mu, sigma) corrected by the
-exact context networks from the decoded anchors (hificli.entropy.context).
+Models with a context (hificli.models.context) code the latents in groups, one stream each (checkerboard:
+"ya" anchors then "yb" the rest; channel-conditional: slices "y0".."y3"): the first with the hyperprior's
+(mu, sigma), each later one with (mu, sigma) corrected by the exact context networks from the groups
+decoded before it (hificli.entropy.context).
 Only integer data and integer-exact arithmetic decide how bits are parsed, so the decoded latents are
 bit-identical in any process, thread count or machine.
 """
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from hificli.entropy.context import ExactCheckerboard
+    from hificli.entropy.context import ExactContext
     from hificli.entropy.exact import ExactHyperSynthesis
     from hificli.entropy.tables import CdfTable
     from hificli.models.hific import HificModel
@@ -70,13 +71,15 @@ class CodecModel:
     half: str | None = None
 
     def __post_init__(self) -> None:
-        from hificli.entropy.context import ExactCheckerboard
+        from hificli.entropy.context import ExactContext
         from hificli.entropy.exact import ExactHyperSynthesis
 
         hyper = self.network.Hyperprior
         self.exact: ExactHyperSynthesis = ExactHyperSynthesis(hyper.synthesis_mu, hyper.synthesis_std)
-        self.context: ExactCheckerboard | None = (
-            ExactCheckerboard(self.network.Context) if self.network.has_context else None
+        config = self.network.config
+        self.context: ExactContext | None = (
+            ExactContext(self.network.Context, config.context, config.latent_channels)
+            if self.network.has_context else None
         )
 
     def place(self, device: str = "cpu", *, half: bool = False) -> CodecModel:
@@ -232,17 +235,25 @@ def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | Non
     from hificli.entropy.coder import encode_symbols
 
     steps = model.steps_fixed(quality_code)
-    y_symbols = _quantize(analysis.y, analysis.mu, steps)
-    mu, scale_fixed = analysis.mu, analysis.scale_fixed
-    if model.context is not None:  # non-anchors: mean and scale from the anchors just quantized
-        mu_fixed, scale_fixed = model.context.parameters(_mu_fixed(mu), scale_fixed, y_symbols[None], steps)
-        mu = _mu_float(mu_fixed)
-        y_symbols = _quantize(analysis.y, mu, steps)  # unchanged at anchors, where mu is unchanged
-    rows = _rows(scale_fixed, steps, model.y_table.scale_thresholds_fixed).reshape(y_symbols.shape)
     streams, payloads = [container.StreamInfo("z", analysis.z_shape, len(analysis.z_bytes))], [analysis.z_bytes]
-    for name, symbols, indexes in _latent_streams(model, y_symbols, rows):
-        payloads.append(encode_symbols(symbols, indexes, model.y_table))
+
+    def add(name: str, symbols: np.ndarray, rows: np.ndarray) -> None:
+        payloads.append(encode_symbols(symbols, rows, model.y_table))
         streams.append(container.StreamInfo(name, tuple(symbols.shape), len(payloads[-1])))
+
+    if model.context is None:
+        y_symbols = _quantize(analysis.y, analysis.mu, steps)
+        add("y", y_symbols, _rows(analysis.scale_fixed, steps, model.y_table.scale_thresholds_fixed)
+            .reshape(y_symbols.shape))
+    else:
+        y = analysis.y[0].double().numpy()
+
+        def quantize_group(group, mu_g: np.ndarray, step_g: np.ndarray | None, rows_g: np.ndarray) -> np.ndarray:
+            symbols = _quantize_fixed(group.take(y), mu_g, step_g)
+            add(group.name, symbols, rows_g)
+            return symbols
+
+        _code_groups(model, analysis.mu, analysis.scale_fixed, steps, quantize_group)
     source = analysis.source
     header = container.Header(
         model_id=model.model_id,
@@ -272,6 +283,42 @@ def _quantize(y: torch.Tensor, mu: torch.Tensor, steps: np.ndarray | None) -> np
     return _symbols_to_int32(torch.floor(centred + 0.5))
 
 
+def _quantize_fixed(y: np.ndarray, mu_fixed: np.ndarray, step_fixed: np.ndarray | None) -> np.ndarray:
+    """Symbols int32 ``floor((y - mu) / step + 0.5)`` of float64 latents against fixed-point mu / step
+    (the same float64 operations as :func:`_quantize`)."""
+    from hificli.entropy.exact import OUT_FRAC
+
+    centred = y - mu_fixed.astype(np.float64) * 2.0**-OUT_FRAC
+    if step_fixed is not None:
+        centred = centred / (step_fixed.astype(np.float64) * 2.0**-OUT_FRAC)
+    return np.clip(np.floor(centred + 0.5), -_INT32_MAX, _INT32_MAX).astype(np.int32)
+
+
+def _code_groups(model: CodecModel, mu: torch.Tensor, scale_fixed: np.ndarray, steps: np.ndarray | None,
+                 code) -> tuple[np.ndarray, torch.Tensor]:
+    """Run a context model's coding groups in order: each group's exact (mu, scale), its table rows, then
+    ``code(group, mu_g, step_g, rows_g) -> symbols_g`` (quantize + encode, or decode). Returns
+    (symbols int32 (C, h, w), mu float64 (1, C, h, w)) of every latent."""
+    from hificli.entropy.exact import OUT_FRAC
+
+    context = model.context
+    thresholds = model.y_table.scale_thresholds_fixed
+    mu_fixed, scale = _mu_fixed(mu)[0], scale_fixed[0]
+    decoded = np.zeros(mu_fixed.shape, dtype=np.int64)
+    symbols = np.zeros(mu_fixed.shape, dtype=np.int32)
+    mu_out = np.zeros(mu_fixed.shape, dtype=np.int64)
+    for index, group in enumerate(context.groups):
+        mu_g, scale_g = context.group_parameters(index, decoded, mu_fixed, scale)
+        step_g = None if steps is None else steps[group.lo : group.hi].reshape(-1, 1, 1)
+        rows_g = _rows(scale_g, step_g, thresholds).reshape(mu_g.shape)
+        symbols_g = code(group, mu_g, step_g, rows_g)
+        unit = np.int64(1 << OUT_FRAC) if step_g is None else step_g
+        group.put(decoded, mu_g + symbols_g.astype(np.int64) * unit)
+        group.put(symbols, symbols_g)
+        group.put(mu_out, mu_g)
+    return symbols, _mu_float(mu_out[None])
+
+
 def _mu_fixed(mu: torch.Tensor) -> np.ndarray:
     """Exact means (float64, multiples of 2**-OUT_FRAC) -> their int64 fixed-point values."""
     from hificli.entropy.exact import OUT_FRAC
@@ -289,20 +336,9 @@ def _mu_float(mu_fixed: np.ndarray) -> torch.Tensor:
 
 def latent_stream_shapes(config, height: int, width: int) -> dict[str, tuple[int, ...]]:
     """Names and symbol shapes of the latent streams for a latent grid of height x width."""
-    c = config.latent_channels
-    if config.context == "none":
-        return {"y": (c, height, width)}
-    return {"ya": (c, height, width // 2), "yb": (c, height, width // 2)}
+    from hificli.entropy.groups import coding_groups
 
-
-def _latent_streams(model: CodecModel, symbols: np.ndarray, rows: np.ndarray):
-    """(name, symbols, table rows) of each latent stream, in coding order."""
-    if model.context is None:
-        return [("y", symbols, rows)]
-    from hificli.entropy.context import split_anchors
-
-    (sa, sb), (ra, rb) = split_anchors(symbols), split_anchors(rows)
-    return [("ya", sa, ra), ("yb", sb, rb)]
+    return {g.name: g.shape(height, width) for g in coding_groups(config.context, config.latent_channels)}
 
 
 def encode_source(source: SourceImage, model: CodecModel, quality_code: int | None = None) -> bytes:
@@ -383,7 +419,7 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
         del scale_fixed
         y_symbols = decode_symbols(hfc.stream("y"), y_indexes, model.y_table, stream="y").reshape(y_shape)
     else:
-        y_symbols, mu = _decode_with_context(hfc, model, mu, scale_fixed, steps, y_shape)
+        y_symbols, mu = _decode_with_context(hfc, model, mu, scale_fixed, steps)
     y_hat = torch.from_numpy(y_symbols.astype(np.float64)).unsqueeze(0)
     if steps is not None:
         y_hat = y_hat * _step_tensor(steps)
@@ -392,23 +428,16 @@ def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
 
 def _decode_with_context(
     hfc: container.HfcFile, model: CodecModel, mu: torch.Tensor, scale_fixed: np.ndarray,
-    steps: np.ndarray | None, y_shape: tuple[int, int, int],
+    steps: np.ndarray | None,
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """Anchors ("ya") with the hyperprior's parameters, then the rest ("yb") with the context's:
-    (symbols int32 (C, h, w), mu float64 (1, C, h, w) of every latent)."""
+    """Decode a context model's streams group after group: (symbols int32 (C, h, w), mu float64
+    (1, C, h, w) of every latent)."""
     from hificli.entropy.coder import decode_symbols
-    from hificli.entropy.context import merge_anchors, split_anchors
 
-    thresholds = model.y_table.scale_thresholds_fixed
-    half = (y_shape[0], y_shape[1], y_shape[2] // 2)
-    rows_a = split_anchors(_rows(scale_fixed, steps, thresholds)[0])[0]
-    anchors = decode_symbols(hfc.stream("ya"), rows_a, model.y_table, stream="ya").reshape(half)
-    with_anchors = merge_anchors(anchors, np.zeros_like(anchors))
-    mu_fixed, scale_fixed = model.context.parameters(_mu_fixed(mu), scale_fixed, with_anchors[None], steps)
-    rows_b = split_anchors(_rows(scale_fixed, steps, thresholds)[0])[1]
-    del scale_fixed
-    others = decode_symbols(hfc.stream("yb"), rows_b, model.y_table, stream="yb").reshape(half)
-    return merge_anchors(anchors, others), _mu_float(mu_fixed)
+    def decode_group(group, mu_g: np.ndarray, step_g: np.ndarray | None, rows_g: np.ndarray) -> np.ndarray:
+        return decode_symbols(hfc.stream(group.name), rows_g, model.y_table, stream=group.name).reshape(mu_g.shape)
+
+    return _code_groups(model, mu, scale_fixed, steps, decode_group)
 
 
 def decode_file(data: bytes, model: CodecModel) -> tuple[np.ndarray, container.Header]:

@@ -21,10 +21,13 @@ def make_tiny_network(seed: int = 0, preset: str = "tiny", **overrides):
     with torch.no_grad():  # spread the hyper-synthesis a bit so latents get varied scales
         for module in (model.Hyperprior.synthesis_std, model.Hyperprior.synthesis_mu):
             module.conv3.bias.add_(0.5)
-    if model.has_context:  # the context's last layer starts at zero: give it an effect to test
+    if model.has_context:  # each context net's last layer starts at zero: give it an effect to test
+        from hificli.models.context import ContextNet
+
         with torch.no_grad():
-            model.Context.param_conv3.weight.normal_(0.0, 0.2)
-            model.Context.param_conv3.bias.normal_(0.0, 0.2)
+            for net in (m for m in model.Context.modules() if isinstance(m, ContextNet)):
+                net.param_conv3.weight.normal_(0.0, 0.05)
+                net.param_conv3.bias.normal_(0.0, 0.05)
     if model.variable_rate:  # steps from x2.8 (level 0) down to x0.35 (last level), unit steps in the middle
         levels = config.rate_levels
         model.RateSteps.initialize([4.0 ** (k - (levels - 1) / 2) for k in range(levels)], reference=1.0)

@@ -37,7 +37,7 @@ def _lambdas(value: str | None) -> list[float] | None:
               help="Target rate 0.14 / 0.30 / 0.45 bpp with lambda_A 2 / 1 / 0.5.")
 @click.option("--arch", type=click.Choice(list(PRESETS)), default="small", show_default=True,
               help="Network: full = published HiFiC (181 M params), small (HiFiC layers, CPU), compact "
-                   "(GDN layers, 2.8 M; the default model's), tiny / tiny-gdn (tests).")
+                   "(GDN layers, 2.8 M), compact-ctx (compact with a checkerboard context), tiny / tiny-gdn (tests).")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Total updates.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per step and process (torchrun: global batch = B x processes).")
@@ -75,10 +75,12 @@ def _lambdas(value: str | None) -> list[float] | None:
               help="Variable-rate training: comma-separated lambdas (MSE weights), lowest rate first; each "
                    "image gets a random level, loss bpp + lambda * MSE. A fixed-rate --init becomes "
                    "variable-rate, its steps starting at 1 where lambda = --k-m.")
+@click.option("--context", type=click.Choice(["none", "checkerboard", "channel"]), default=None,
+              help="Give the model (or replace its) context model: channel-conditional slices (Minnen & Singh "
+                   "2020) or a checkerboard (He et al. 2021). A new context starts as the model it joins (its "
+                   "last layer is zero) and learns 10x faster than the network. Default: keep the init's.")
 @click.option("--context-channels", type=click.IntRange(min=1, max=1024), default=None,
-              help="Give a model without one a checkerboard spatial context of this width (He et al. 2021): "
-                   "it starts as the model it was (the context's last layer is zero) and learns "
-                   "10x faster than the network.")
+              help="Width of a new context's networks [192].")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 LIKELIHOODS = ("gaussian", "logistic")
 TRANSFORMS = ("hific", "gdn")
-CONTEXTS = ("none", "checkerboard")
+CONTEXTS = ("none", "checkerboard", "channel")
 #: Bounds on what an architecture record may ask for (the full HiFiC uses 960 channels, 9 blocks).
 MAX_WIDTH = 4096
 MAX_RESIDUAL_BLOCKS = 64
@@ -40,7 +40,8 @@ class ArchConfig:
       with per-channel steps interpolated between L trained levels by the quality (hificli.entropy.rate).
     context: "none" (every latent is coded with the hyperprior's mean and scale) or "checkerboard" (He et
       al. 2021: the anchor half of the latent grid is coded first; the other half's mean and scale are
-      corrected from the decoded anchors around it; hificli.models.context).
+      corrected from the decoded anchors around it) or "channel" (channel-conditional: four slices of
+      channels, each corrected from the slices decoded before it); hificli.models.context.
     context_channels: width of the context networks (0 without a context).
     """
 
@@ -134,6 +135,11 @@ PRESETS: dict[str, ArchConfig] = {
     "compact": ArchConfig(
         transform="gdn", encoder_channels=(64, 64, 64, 64, 64), latent_channels=160, hyper_channels=96,
         n_residual_blocks=0,
+    ),
+    # "compact" with a checkerboard spatial context 192 wide (the context networks of the default since 0.3).
+    "compact-ctx": ArchConfig(
+        transform="gdn", encoder_channels=(64, 64, 64, 64, 64), latent_channels=160, hyper_channels=96,
+        n_residual_blocks=0, context="checkerboard", context_channels=192,
     ),
     # Unit tests only: a few thousand parameters.
     "tiny": ArchConfig(encoder_channels=(4, 6, 8, 8, 12), latent_channels=6, hyper_channels=5, n_residual_blocks=1),

@@ -1,36 +1,53 @@
-"""Checkerboard spatial context (He et al., CVPR 2021) on top of the mean-scale hyperprior.
+"""Context models on top of the mean-scale hyperprior: latents coded in groups, each group's mean and
+scale corrected from the groups decoded before it.
 
-The latent grid is split like a checkerboard: *anchors* are the positions with ``(row + col)`` even
-(global latent coordinates), the others are *non-anchors*. Anchors are coded with the hyperprior's
-mean and scale, as in a model without context. The non-anchors' mean and scale are the hyperprior's
-plus a correction computed from the decoded anchors around them:
+Two kinds (``ArchConfig.context``):
 
-    ctx   = conv5x5(anchors_hat)                  # only the 12 taps that meet anchors (dr + dc odd)
+* ``"checkerboard"`` (He et al., CVPR 2021): two groups over all channels. *Anchors*, the positions
+  with ``(row + col)`` even (global latent coordinates), use the hyperprior's mean and scale; the other
+  positions are corrected from the decoded anchors around them (the 12 taps of a 5x5 kernel with
+  ``dr + dc`` odd).
+* ``"channel"`` (channel-conditional, Minnen & Singh 2020): :data:`SLICES` groups of consecutive
+  channels over all positions. Slice 0 uses the hyperprior's parameters; slice k is corrected from the
+  decoded slices 0..k-1 (all 25 taps of a 5x5 kernel).
+
+Each correction is one :class:`ContextNet`::
+
+    ctx   = conv5x5(known)                       # the decoded groups (zero elsewhere)
     delta = conv1x1(relu(conv1x1(relu(conv1x1([ctx, mu, scale])))))
-    mu'   = mu + delta[:C];   scale' = max(scale + delta[C:], SCALE_MIN)
+    mu'   = mu + delta[:c];   scale' = max(scale + delta[c:], SCALE_MIN)
 
-``anchors_hat`` holds the dequantized anchor latents (``mu + step * symbol``) and zeros elsewhere;
-``scale`` is the hyperprior's lower-bounded scale. The last layer starts at zero, so a model gaining
-a context starts as the model it was before. The integer decoder (hificli.entropy.context) evaluates
-the same layers in exact integer arithmetic.
+over the group's ``c`` channels, where ``mu`` and ``scale`` are the hyperprior's (scale lower-bounded)
+and ``known`` holds dequantized latents ``mu' + step * symbol``. The last layer starts at zero, so a
+model gaining a context starts as the model it was. The integer decoder (hificli.entropy.context)
+evaluates the same layers in exact integer arithmetic.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hificli.entropy.groups import SLICES, slice_bounds
 from hificli.layers import lower_bound
 from hificli.models.likelihoods import SCALE_MIN
 
-#: Side of the spatial context kernel and its radius (the halo a band of latents needs).
+#: Side of the context kernels and their radius (the halo a band of latents needs).
 KERNEL = 5
 RADIUS = KERNEL // 2
 #: (dr, dc) offsets of the kernel taps that meet anchors from a non-anchor position (12 of 25).
 ANCHOR_TAPS: tuple[tuple[int, int], ...] = tuple(
     (dr, dc) for dr in range(-RADIUS, RADIUS + 1) for dc in range(-RADIUS, RADIUS + 1) if (dr + dc) % 2
 )
+ALL_TAPS: tuple[tuple[int, int], ...] = tuple(
+    (dr, dc) for dr in range(-RADIUS, RADIUS + 1) for dc in range(-RADIUS, RADIUS + 1)
+)
+
+#: ``rounding(y / step, mu / step)``: the quantizer the context sees (hard, or straight-through in training).
+Rounding = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def anchor_mask(height: int, width: int, *, row0: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
@@ -40,53 +57,94 @@ def anchor_mask(height: int, width: int, *, row0: int = 0, device: torch.device 
     return (rows + cols) % 2 == 0
 
 
-def tap_mask(device: torch.device | str | None = None) -> torch.Tensor:
-    """Float (KERNEL, KERNEL): 1 at :data:`ANCHOR_TAPS`, 0 elsewhere."""
+def tap_mask(taps: tuple[tuple[int, int], ...], device: torch.device | str | None = None) -> torch.Tensor:
+    """Float (KERNEL, KERNEL): 1 at ``taps``, 0 elsewhere."""
     mask = torch.zeros(KERNEL, KERNEL, device=device)
-    for dr, dc in ANCHOR_TAPS:
+    for dr, dc in taps:
         mask[dr + RADIUS, dc + RADIUS] = 1.0
     return mask
 
 
-class CheckerboardContext(nn.Module):
-    """Mean and scale of every latent from the hyperprior's (mu, scale) and the decoded anchors.
+class ContextNet(nn.Module):
+    """One group's correction: ``known`` (N, in, h, w) and the group's (mu, scale) (N, c, h, w) ->
+    (mu', scale'). Attribute names are what the integer decoder reads."""
 
-    ``latent_channels`` C, ``channels`` K: the context convolution maps C -> K, the parameter network
-    (K + 2C) -> K -> K -> 2C. Attribute names are what the integer decoder reads.
-    """
-
-    def __init__(self, latent_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, width: int, taps: tuple[tuple[int, int], ...]) -> None:
         super().__init__()
-        c, k = latent_channels, channels
-        self.latent_channels = c
-        self.context_conv = nn.Conv2d(c, k, kernel_size=KERNEL, padding=RADIUS)
-        self.param_conv1 = nn.Conv2d(k + 2 * c, k, kernel_size=1)
-        self.param_conv2 = nn.Conv2d(k, k, kernel_size=1)
-        self.param_conv3 = nn.Conv2d(k, 2 * c, kernel_size=1)
+        self.taps = taps
+        self.channels = channels
+        self.context_conv = nn.Conv2d(in_channels, width, kernel_size=KERNEL, padding=RADIUS)
+        self.param_conv1 = nn.Conv2d(width + 2 * channels, width, kernel_size=1)
+        self.param_conv2 = nn.Conv2d(width, width, kernel_size=1)
+        self.param_conv3 = nn.Conv2d(width, 2 * channels, kernel_size=1)
         with torch.no_grad():
-            self.context_conv.weight.mul_(tap_mask())
+            self.context_conv.weight.mul_(tap_mask(taps))
         nn.init.zeros_(self.param_conv3.weight)
         nn.init.zeros_(self.param_conv3.bias)
 
-    def corrections(self, anchors_hat: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """(N, 2C, h, w) corrections of (mu, scale) from anchor latents (zeros at non-anchors)."""
-        weight = self.context_conv.weight * tap_mask(anchors_hat.device).to(anchors_hat.dtype)
-        ctx = F.conv2d(anchors_hat, weight, self.context_conv.bias, padding=RADIUS)
+    def correct(
+        self, known: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu', scale') of the group from the decoded latents ``known`` and its hyperprior (mu, scale)."""
+        weight = self.context_conv.weight * tap_mask(self.taps, known.device).to(known.dtype)
+        ctx = F.conv2d(known, weight, self.context_conv.bias, padding=RADIUS)
         hidden = F.relu(self.param_conv1(torch.cat([ctx, mu, scale], dim=1)))
-        return self.param_conv3(F.relu(self.param_conv2(hidden)))
+        delta = self.param_conv3(F.relu(self.param_conv2(hidden)))
+        c = self.channels
+        return mu + delta[:, :c], lower_bound(scale + delta[:, c:], SCALE_MIN)
+
+
+class CheckerboardContext(ContextNet):
+    """Checkerboard context: anchors from the hyperprior, the other half from the anchors."""
+
+    def __init__(self, latent_channels: int, channels: int) -> None:
+        super().__init__(latent_channels, latent_channels, channels, ANCHOR_TAPS)
 
     def forward(
-        self, y_hat: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor
+        self, y: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor, step: torch.Tensor, rounding: Rounding,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, scale) of every latent: the hyperprior's at anchors, corrected at non-anchors.
-
-        y_hat: (N, C, h, w) dequantized latents (only the anchors are read); mu, scale: the
-        hyperprior's, scale already lower-bounded.
-        """
-        anchors = anchor_mask(y_hat.shape[-2], y_hat.shape[-1], device=y_hat.device)
-        anchors_hat = torch.where(anchors, y_hat, torch.zeros((), dtype=y_hat.dtype, device=y_hat.device))
-        delta = self.corrections(anchors_hat, mu, scale)
-        c = self.latent_channels
-        mu_ctx = mu + delta[:, :c]
-        scale_ctx = lower_bound(scale + delta[:, c:], SCALE_MIN)
+        """(mu, scale) of every latent from latents y (the anchors are quantized with ``rounding`` in
+        units of ``step``, broadcastable to y) and the hyperprior's (mu, scale)."""
+        anchors = anchor_mask(y.shape[-2], y.shape[-1], device=y.device)
+        anchors_hat = rounding(y / step, mu / step) * step
+        zero = torch.zeros((), dtype=y.dtype, device=y.device)
+        mu_ctx, scale_ctx = self.correct(torch.where(anchors, anchors_hat, zero), mu, scale)
         return torch.where(anchors, mu, mu_ctx), torch.where(anchors, scale, scale_ctx)
+
+
+class ChannelContext(nn.Module):
+    """Channel-conditional context: slice k from the hyperprior and the decoded slices before it."""
+
+    def __init__(self, latent_channels: int, channels: int) -> None:
+        super().__init__()
+        self.bounds = slice_bounds(latent_channels)
+        self.nets = nn.ModuleList(
+            ContextNet(self.bounds[k], self.bounds[k + 1] - self.bounds[k], channels, ALL_TAPS)
+            for k in range(1, SLICES)
+        )
+
+    def forward(
+        self, y: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor, step: torch.Tensor, rounding: Rounding,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, scale) of every latent, slice after slice (see :class:`CheckerboardContext`; ``step`` is
+        (N or 1, C, 1, 1))."""
+        b = self.bounds
+        mus, scales, decoded = [mu[:, : b[1]]], [scale[:, : b[1]]], []
+        for k in range(SLICES):
+            lo, hi = b[k], b[k + 1]
+            if k:
+                m, s = self.nets[k - 1].correct(torch.cat(decoded, dim=1), mu[:, lo:hi], scale[:, lo:hi])
+                mus.append(m)
+                scales.append(s)
+            d = step[:, lo:hi]
+            decoded.append(rounding(y[:, lo:hi] / d, mus[k] / d) * d)
+        return torch.cat(mus, dim=1), torch.cat(scales, dim=1)
+
+
+def build_context(kind: str, latent_channels: int, channels: int) -> nn.Module:
+    """The context module of an architecture's ``context`` kind (not "none")."""
+    if kind == "checkerboard":
+        return CheckerboardContext(latent_channels, channels)
+    if kind == "channel":
+        return ChannelContext(latent_channels, channels)
+    raise ValueError(f"unknown context {kind!r}")

@@ -31,7 +31,7 @@ from hificli.layers import (
     round_half_up,
 )
 from hificli.models.config import ArchConfig
-from hificli.models.context import CheckerboardContext
+from hificli.models.context import build_context
 from hificli.models.likelihoods import MIN_LIKELIHOOD, SCALE_MIN, bits, latent_likelihood
 from hificli.models.rate import RateSteps
 
@@ -341,8 +341,9 @@ class HificModel(nn.Module):
         self.Hyperprior = Hyperprior(self.config)
         if self.config.rate_levels:
             self.RateSteps = RateSteps(self.config.rate_levels, self.config.latent_channels)
-        if self.config.context == "checkerboard":
-            self.Context = CheckerboardContext(self.config.latent_channels, self.config.context_channels)
+        if self.has_context:
+            self.Context = build_context(self.config.context, self.config.latent_channels,
+                                         self.config.context_channels)
 
     @property
     def has_context(self) -> bool:
@@ -353,15 +354,15 @@ class HificModel(nn.Module):
         self, y: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor | None,
         *, straight_through: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, scale) of every latent: the hyperprior's, corrected by the spatial context at non-anchors
-        from the anchors quantized as the codec does (``round((y - mu) / step) * step + mu``; with
-        ``straight_through`` the rounding passes gradients to y). Unchanged without a context."""
+        """(mu, scale) of every latent: the hyperprior's, corrected by the context model
+        (hificli.models.context) from the latents decoded before, quantized as the codec does
+        (``round((y - mu) / step) * step + mu``; with ``straight_through`` the rounding passes
+        gradients to y). Unchanged without a context. ``steps``: (N, C, 1, 1) or None (unit steps)."""
         if not self.has_context:
             return mu, scale
-        d = steps if steps is not None else torch.ones((), dtype=y.dtype, device=y.device)
+        d = steps if steps is not None else torch.ones((1, y.shape[1], 1, 1), dtype=y.dtype, device=y.device)
         rounding = round_around_st if straight_through else round_around
-        anchors_hat = rounding(y / d, mu / d) * d
-        return self.Context(anchors_hat, mu, scale)
+        return self.Context(y, mu, scale, d, rounding)
 
     @property
     def variable_rate(self) -> bool:

@@ -262,7 +262,7 @@ def train(
             init = read_init(options.init)
         config = resolve_arch(options, init[0] if init else None, explicit)
         config, new_rate_levels = VR.rate_config(config, options.rate_lambdas)
-        config, new_context = context_config(config, options.context_channels)
+        config, new_context = context_config(config, options.context, options.context_channels)
         options.arch = arch_name(config)
     gan = options.stage == "gan"
     if gan and init is None and resumed is None:

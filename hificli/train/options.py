@@ -54,7 +54,8 @@ class TrainOptions:
     lr_drop_factor: float | None = None
     grad_clip: float | None = None
     rate_lambdas: list[float] | None = None  #: variable-rate training: lambda per rate level (low -> high)
-    context_channels: int | None = None  #: give the model a checkerboard context this wide (if it has none)
+    context: str | None = None  #: context model kind to train ("none", "checkerboard", "channel"); None: keep
+    context_channels: int | None = None  #: width of a new context (default 192)
     rescale: tuple[float, float] = (0.75, 0.95)
     hflip: bool = True
     workers: int | None = None

@@ -136,10 +136,10 @@ PRESETS: dict[str, ArchConfig] = {
         transform="gdn", encoder_channels=(64, 64, 64, 64, 64), latent_channels=160, hyper_channels=96,
         n_residual_blocks=0,
     ),
-    # "compact" with a checkerboard spatial context 192 wide (the context networks of the default since 0.3).
+    # "compact" with a channel-conditional context 192 wide (hificli.models.context).
     "compact-ctx": ArchConfig(
         transform="gdn", encoder_channels=(64, 64, 64, 64, 64), latent_channels=160, hyper_channels=96,
-        n_residual_blocks=0, context="checkerboard", context_channels=192,
+        n_residual_blocks=0, context="channel", context_channels=192,
     ),
     # Unit tests only: a few thousand parameters.
     "tiny": ArchConfig(encoder_channels=(4, 6, 8, 8, 12), latent_channels=6, hyper_channels=5, n_residual_blocks=1),

@@ -56,3 +56,22 @@ def sample_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> I
     pixels = np.stack(channels, axis=2) + rng.normal(0, 6, (height, width, 3))
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
     return image.convert(mode) if mode != "RGB" else image
+
+
+def assert_coded_size_matches_estimate(weights: Path, image: Path, qualities: tuple[float, ...]) -> None:
+    """The streams of a variable-rate model's files are within 1 % (+64 bytes) of its float rate estimate."""
+    import hificli
+    from hificli import container
+    from hificli.codec import encode_source, estimate_bits
+    from hificli.entropy.rate import quality_code
+    from hificli.imageio import read_image
+
+    model = hificli.load_model(weights)
+    source = read_image(image)
+    for q in qualities:
+        code = quality_code(q)
+        hfc = container.unpack(encode_source(source, model, code))
+        coded = sum(s.length for s in hfc.header.streams)
+        estimate = estimate_bits(source, model, code)["total"] / 8
+        assert abs(coded - estimate) <= 0.01 * estimate + 64, (q, coded, estimate)
+

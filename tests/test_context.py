@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hfc_samples import reseal
 from latent_hashes import latent_hash
-from model_fixtures import make_tiny_network, make_tiny_weights, sample_image
+from model_fixtures import assert_coded_size_matches_estimate, make_tiny_network, make_tiny_weights, sample_image
 
 from hificli import container
 from hificli.cli import main
@@ -167,18 +167,7 @@ def test_two_latent_streams_round_trip_through_the_cli(ctx_vr: Path, ctx_fixed: 
 
 
 def test_coded_size_matches_the_float_estimate(ctx_vr: Path) -> None:
-    import hificli
-    from hificli.codec import encode_source, estimate_bits
-    from hificli.imageio import read_image
-
-    model = hificli.load_model(ctx_vr)
-    source = read_image(SAMPLE)
-    for q in (0.0, 60.0, 100.0):
-        code = rate.quality_code(q)
-        hfc = container.unpack(encode_source(source, model, code))
-        coded = sum(s.length for s in hfc.header.streams)
-        estimate = estimate_bits(source, model, code)["total"] / 8
-        assert abs(coded - estimate) <= 0.01 * estimate + 64, (q, coded, estimate)
+    assert_coded_size_matches_estimate(ctx_vr, SAMPLE, (0.0, 60.0, 100.0))
 
 
 def test_tiles_and_bands_read_the_same_latents(ctx_vr: Path) -> None:

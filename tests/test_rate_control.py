@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hfc_samples import reseal as hfc_reseal
 from latent_hashes import latent_hash
-from model_fixtures import make_tiny_weights, sample_image
+from model_fixtures import assert_coded_size_matches_estimate, make_tiny_weights, sample_image
 from PIL import Image
 
 from hificli import container
@@ -386,15 +386,4 @@ def test_variable_rate_training_from_a_fixed_rate_init_resumes_and_codes(tmp_pat
 
 
 def test_coded_size_matches_the_estimate_at_every_quality(vr_tiny: Path) -> None:
-    import hificli
-    from hificli.codec import encode_source, estimate_bits
-    from hificli.imageio import read_image
-
-    model = hificli.load_model(vr_tiny)
-    source = read_image(SAMPLE)
-    for q in (0.0, 37.5, 100.0):
-        code = rate.quality_code(q)
-        hfc = container.unpack(encode_source(source, model, code))
-        coded = len(hfc.stream("z")) + len(hfc.stream("y"))
-        estimate = estimate_bits(source, model, code)["total"] / 8
-        assert abs(coded - estimate) <= 0.01 * estimate + 64, (q, coded, estimate)
+    assert_coded_size_matches_estimate(vr_tiny, SAMPLE, (0.0, 37.5, 100.0))

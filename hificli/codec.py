@@ -197,12 +197,17 @@ class Analysis:
 
 def analyse_source(source: SourceImage, model: CodecModel) -> Analysis:
     """Run the analysis transforms and code the hyperlatents of a policy-converted image."""
-    from hificli.entropy.coder import encode_symbols
+    import torch
+
+    from hificli.entropy.coder import encode_symbols, settle_final_run
 
     pw, ph = padded_size(source.width, source.height)
     y, z_hat = model.analyse(_pad(source.pixels, pw, ph))
     z_symbols = _symbols_to_int32(z_hat[0])
     z_indexes = np.broadcast_to(np.arange(z_symbols.shape[0])[:, None, None], z_symbols.shape)
+    settled = settle_final_run(z_symbols, z_indexes, model.z_table)
+    if settled is not z_symbols:  # the decoder will see these hyperlatents: so must mu and sigma
+        z_symbols, z_hat = settled, torch.from_numpy(settled.astype(np.float32))[None]
     z_bytes = encode_symbols(z_symbols, z_indexes, model.z_table)
     mu, scale_fixed = model.mean_scale(z_hat)
     return Analysis(source, pw, ph, y, tuple(z_symbols.shape), z_bytes, mu, scale_fixed)
@@ -231,15 +236,17 @@ def _step_tensor(steps: np.ndarray) -> torch.Tensor:
 def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | None = None) -> bytes:
     """Quantize and code the latents of an analysed image at a quality (variable-rate models only;
     None for fixed-rate ones) into the bytes of a .hfc file."""
-
-    from hificli.entropy.coder import encode_symbols
+    from hificli.entropy.coder import encode_symbols, settle_final_run
 
     steps = model.steps_fixed(quality_code)
     streams, payloads = [container.StreamInfo("z", analysis.z_shape, len(analysis.z_bytes))], [analysis.z_bytes]
 
-    def add(name: str, symbols: np.ndarray, rows: np.ndarray) -> None:
+    def add(name: str, symbols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Code one latent stream; returns the symbols as coded (see settle_final_run)."""
+        symbols = settle_final_run(symbols, rows, model.y_table)
         payloads.append(encode_symbols(symbols, rows, model.y_table))
         streams.append(container.StreamInfo(name, tuple(symbols.shape), len(payloads[-1])))
+        return symbols
 
     if model.context is None:
         y_symbols = _quantize(analysis.y, analysis.mu, steps)
@@ -249,9 +256,7 @@ def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | Non
         y = analysis.y[0].double().numpy()
 
         def quantize_group(group, mu_g: np.ndarray, step_g: np.ndarray | None, rows_g: np.ndarray) -> np.ndarray:
-            symbols = _quantize_fixed(group.take(y), mu_g, step_g)
-            add(group.name, symbols, rows_g)
-            return symbols
+            return add(group.name, _quantize_fixed(group.take(y), mu_g, step_g), rows_g)
 
         _code_groups(model, analysis.mu, analysis.scale_fixed, steps, quantize_group)
     source = analysis.source

@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image
 
 
-def make_tiny_network(seed: int = 0, preset: str = "tiny", **overrides):
-    """A seeded random HificModel of a unit-test preset ("tiny" or "tiny-gdn"; eval mode)."""
+def make_tiny_network(seed: int = 0, preset: str = "tiny", *, context_std: float = 0.05, **overrides):
+    """A seeded random HificModel of a unit-test preset ("tiny" or "tiny-gdn"; eval mode); a context's
+    last layers are drawn with ``context_std`` (larger: a worse calibrated context)."""
     import torch
 
     from hificli.models.config import PRESETS
@@ -26,8 +27,8 @@ def make_tiny_network(seed: int = 0, preset: str = "tiny", **overrides):
 
         with torch.no_grad():
             for net in (m for m in model.Context.modules() if isinstance(m, ContextNet)):
-                net.param_conv3.weight.normal_(0.0, 0.05)
-                net.param_conv3.bias.normal_(0.0, 0.05)
+                net.param_conv3.weight.normal_(0.0, context_std)
+                net.param_conv3.bias.normal_(0.0, context_std)
     if model.variable_rate:  # steps from x2.8 (level 0) down to x0.35 (last level), unit steps in the middle
         levels = config.rate_levels
         model.RateSteps.initialize([4.0 ** (k - (levels - 1) / 2) for k in range(levels)], reference=1.0)
@@ -37,7 +38,8 @@ def make_tiny_network(seed: int = 0, preset: str = "tiny", **overrides):
 def make_tiny_weights(
     path: str | Path, *, seed: int = 0, model_id: str = "test-tiny", preset: str = "tiny", **overrides
 ) -> Path:
-    """Save a seeded random unit-test model (see make_tiny_network) as a hific weights file."""
+    """Save a seeded random unit-test model (see make_tiny_network, which takes ``overrides``) as a hific
+    weights file."""
     from hificli.weights import save_inference_weights
 
     path = Path(path)

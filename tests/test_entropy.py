@@ -397,3 +397,23 @@ def test_factorized_tables_with_floor_and_cap() -> None:
     sym = np.array([[-(2**20), 4096, 3, 0]], dtype=np.int32)
     idx = np.array([[1, 1, 0, 0]])
     np.testing.assert_array_equal(decode_symbols(encode_symbols(sym, idx, table), idx, table), sym)
+
+
+# ---------------------------------------------------------------- exact-consumption guard
+
+
+def test_settled_symbols_always_pass_the_damaged_stream_rule(gauss: CdfTable) -> None:
+    """A valid encoding whose last-decoded symbols are all first bins looks like a stream that ran out
+    of words; the encoder moves one symbol by one bin so the decoder accepts what it writes."""
+    from hificli.entropy.coder import settle_final_run
+
+    rows = np.full((4, 8, 8), 200, dtype=np.int32)  # wide distributions: a first bin costs ~14 bits
+    symbols = np.full(rows.shape, int(gauss.offsets[200]), dtype=np.int32)  # every symbol in bin 0
+    with pytest.raises(CorruptFileError, match="ran out before its symbols"):
+        decode_symbols(encode_symbols(symbols, rows, gauss), rows, gauss)
+    settled = settle_final_run(symbols, rows, gauss)
+    assert np.count_nonzero(settled != symbols) == 1 and int((settled - symbols).sum()) == 1
+    assert np.array_equal(decode_symbols(encode_symbols(settled, rows, gauss), rows, gauss), settled)
+    rng = np.random.default_rng(3)
+    typical = rng.integers(-3, 4, rows.shape).astype(np.int32)  # ordinary data is left alone
+    assert settle_final_run(typical, rows, gauss) is typical

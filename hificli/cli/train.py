@@ -37,7 +37,8 @@ def _lambdas(value: str | None) -> list[float] | None:
               help="Target rate 0.14 / 0.30 / 0.45 bpp with lambda_A 2 / 1 / 0.5.")
 @click.option("--arch", type=click.Choice(list(PRESETS)), default="small", show_default=True,
               help="Network: full = published HiFiC (181 M params), small (HiFiC layers, CPU), compact "
-                   "(GDN layers, 2.8 M), compact-ctx (compact with a channel-conditional context), tiny / tiny-gdn (tests).")
+                   "(GDN layers, 2.8 M), compact-ctx (compact with a channel-conditional context), "
+                   "tiny / tiny-gdn (tests).")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Total updates.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per step and process (torchrun: global batch = B x processes).")

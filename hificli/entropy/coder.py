@@ -129,6 +129,35 @@ def encode_symbols(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) ->
     return coder.get_compressed().astype("<u4", copy=False).tobytes()
 
 
+def settle_final_run(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> np.ndarray:
+    """``symbols`` as an encoder may code them so that the decoder's exact-consumption rule accepts the
+    stream: unchanged, unless the run of first-bin symbols that ends the table-coded part (see
+    :func:`free_bits`) carries more than MAX_FREE_BITS under the tables, which a valid encoding can do
+    when the model is far off (such a file would be refused as damaged). Then the run's last symbol
+    moves up one bin (one quantization step on one latent), which ends the run; returns a copy."""
+    sym = np.asarray(symbols)
+    idx = _check_inputs(indexes, table)
+    if sym.size == 0:
+        return sym
+    order, _, bounds = _grouping(idx, table)
+    rows = idx.reshape(-1)[order].astype(np.intp)
+    v = sym.reshape(-1)[order].astype(np.int64) - table.offsets[rows].astype(np.int64)
+    n = table.lengths[rows].astype(np.int64) - 1
+    escaped = (v < 0) | (v >= n)
+    if escaped.any():
+        ve, ne = v[escaped], n[escaped]
+        e1 = np.where(ve < 0, 2 * (-ve - 1) + 1, 2 * (ve - ne)) + 1
+        k = _bit_length(e1) - 1
+    else:
+        k = np.zeros(0, dtype=np.int64)
+    coded = np.where(escaped, n, v)
+    if free_bits(coded, bounds, k, table) <= MAX_FREE_BITS:
+        return sym
+    settled = sym.copy()
+    settled.reshape(-1)[order[-1]] += 1  # the last symbol decoded: first bin -> second bin (or escape)
+    return settled
+
+
 def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream: str = "data") -> np.ndarray:
     """Inverse of :func:`encode_symbols`: int32 symbols shaped like ``indexes``.
 

@@ -7,7 +7,8 @@ arithmetic and the exactness argument of hificli.entropy.exact):
   groups already decoded, ``mu_fixed + symbol * step_fixed`` (zero where not decoded and outside the
   grid), and the group's hyperprior ``mu_fixed`` and ``max(scale_fixed, SCALE_MIN_FIXED)``, each
   requantized from ``OUT_FRAC`` bits;
-* the context convolution only at the group's positions, as one matrix product over its taps (im2col);
+* the context convolution only at the group's positions, as one matrix product with the im2col columns
+  of its taps;
   then the three 1x1 layers (ReLU and clamp to ``[0, ACT_MAX]`` after the first two), the last
   requantized to ``OUT_FRAC`` bits and clamped to ``|v| <= OUT_MAX``;
 * ``mu' = mu_fixed + d_mu``, ``scale' = max(scale_fixed, SCALE_MIN_FIXED) + d_scale`` (int64).
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from hificli.entropy.exact import (
     ACT_FRAC,
@@ -38,7 +40,7 @@ from hificli.entropy.exact import (
 from hificli.entropy.groups import coding_groups, split_mask
 from hificli.entropy.rate import STEP_FRAC
 from hificli.entropy.tables import SCALE_MIN_FIXED
-from hificli.models.context import RADIUS
+from hificli.models.context import KERNEL, RADIUS
 
 #: Bytes of im2col columns one band may hold (a band is at least one latent row).
 BAND_BYTES = 48 << 20
@@ -51,31 +53,34 @@ assert STEP_FRAC == OUT_FRAC, "latents are mu_fixed + symbol * step_fixed: both 
 
 
 def _matrix(conv: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight (in, out) integers, bias (out,) integers at the accumulator's scale) of a 1x1 convolution
-    whose inputs have ACT_FRAC fractional bits; refuses weights that could break exactness."""
-    weight = to_int(conv.weight.detach().to("cpu")[:, :, 0, 0], W_FRAC, f"{name}.weight").t().contiguous()
+    """(weight (out, in) integers, bias (out, 1) integers at the accumulator's scale) of a 1x1
+    convolution whose inputs have ACT_FRAC fractional bits; refuses weights that could break exactness."""
+    weight = to_int(conv.weight.detach().to("cpu")[:, :, 0, 0], W_FRAC, f"{name}.weight").contiguous()
     bias = to_int(conv.bias.detach().to("cpu"), W_FRAC + ACT_FRAC, f"{name}.bias")
-    check_exact_bound(name, weight.abs().sum(dim=0).max().item(), ACT_MAX, bias)
-    return weight, bias
+    check_exact_bound(name, weight.abs().sum(dim=1).max().item(), ACT_MAX, bias)
+    return weight, bias[:, None]
 
 
 class ExactContextNet:
-    """A :class:`~hificli.models.context.ContextNet` in exact integers."""
+    """A :class:`~hificli.models.context.ContextNet` in exact integers. Features are (channels, P): the
+    context convolution is one matrix product with the im2col columns (``F.unfold``) of its taps."""
 
     def __init__(self, net: Any, name: str) -> None:
         weight = net.context_conv.weight.detach().to("cpu")  # (K, C_in, k, k)
         self.taps = tuple(net.taps)
         self.in_channels = int(weight.shape[1])
         self.channels = int(net.channels)
-        taps = torch.stack([weight[:, :, dr + RADIUS, dc + RADIUS] for dr, dc in self.taps])  # (T, K, C_in)
-        taps = to_int(taps, W_FRAC, f"{name}.context_conv.weight")
-        self.context_weight = taps.permute(0, 2, 1).reshape(len(self.taps) * self.in_channels, -1).contiguous()
-        self.context_bias = to_int(net.context_conv.bias.detach().to("cpu"), W_FRAC + ACT_FRAC,
-                                   f"{name}.context_conv.bias")
-        check_exact_bound(f"{name}.context_conv", self.context_weight.abs().sum(dim=0).max().item(), ACT_MAX,
-                          self.context_bias)
+        # unfold's rows are channel-major, then the kernel taps in raster order
+        raster = [(dr + RADIUS) * KERNEL + (dc + RADIUS) for dr, dc in self.taps]
+        self.rows = None if raster == list(range(KERNEL * KERNEL)) else torch.tensor(
+            [c * KERNEL * KERNEL + t for c in range(self.in_channels) for t in raster])
+        taps = weight.reshape(weight.shape[0], self.in_channels, KERNEL * KERNEL)[:, :, raster]
+        self.context_weight = to_int(taps, W_FRAC, f"{name}.context_conv.weight").reshape(weight.shape[0], -1)
+        bias = to_int(net.context_conv.bias.detach().to("cpu"), W_FRAC + ACT_FRAC, f"{name}.context_conv.bias")
+        check_exact_bound(f"{name}.context_conv", self.context_weight.abs().sum(dim=1).max().item(), ACT_MAX, bias)
+        self.context_bias = bias[:, None]
         self.layers = [_matrix(getattr(net, f"param_conv{i}"), f"{name}.param_conv{i}") for i in (1, 2, 3)]
-        if self.layers[-1][0].shape[1] != 2 * self.channels:
+        if self.layers[-1][0].shape[0] != 2 * self.channels:
             raise ValueError(f"{name}.param_conv3 must output 2 x {self.channels} channels")
 
     def deltas(
@@ -84,7 +89,7 @@ class ExactContextNet:
         """Integer corrections (2c, P) of (mu, scale) at the P output positions (``outputs``: bool (h, w),
         raster order; None: all). known (C_in, h, w), mu, scale (c, h, w): ACT_FRAC integers (float64)."""
         _, h, w = known.shape
-        per_row = w * len(self.taps) * self.in_channels * 8 * 2
+        per_row = w * KERNEL * KERNEL * self.in_channels * 8 * 2
         rows = max(1, band_bytes // per_row)
         parts = [self._band(known, mu, scale, outputs, r0, min(h, r0 + rows)) for r0 in range(0, h, rows)]
         return np.concatenate(parts, axis=1)
@@ -94,22 +99,29 @@ class ExactContextNet:
     ) -> np.ndarray:
         c_in, h, w = known.shape
         lo, hi = max(0, r0 - RADIUS), min(h, r1 + RADIUS)
-        padded = np.zeros((c_in, r1 - r0 + 2 * RADIUS, w + 2 * RADIUS), dtype=np.float64)
-        padded[:, lo - r0 + RADIUS : hi - r0 + RADIUS, RADIUS : RADIUS + w] = known[:, lo:hi]
-        band = np.ones((r1 - r0, w), dtype=bool) if outputs is None else outputs[r0:r1]
-        rr, cc = np.nonzero(band)  # output positions of the band (local rows), raster order
-        columns = np.stack([padded[:, rr + RADIUS + dr, cc + RADIUS + dc] for dr, dc in self.taps])
-        x = torch.from_numpy(columns.transpose(2, 0, 1).reshape(rr.size, -1))  # (P, T * C_in)
-        ctx = requantize(x @ self.context_weight + self.context_bias, W_FRAC).clamp_(-ACT_MAX, ACT_MAX)
-        rows = rr + r0
-        hidden = torch.cat([ctx, torch.from_numpy(mu[:, rows, cc].T), torch.from_numpy(scale[:, rows, cc].T)], dim=1)
+        padded = torch.zeros((1, c_in, r1 - r0 + 2 * RADIUS, w + 2 * RADIUS), dtype=torch.float64)
+        padded[0, :, lo - r0 + RADIUS : hi - r0 + RADIUS, RADIUS : RADIUS + w] = torch.from_numpy(known[:, lo:hi])
+        columns = F.unfold(padded, KERNEL)[0]  # (C_in * 25, band positions), exact copies
+        del padded
+        if self.rows is not None:
+            columns = columns[self.rows]
+        select = None if outputs is None else torch.from_numpy(np.flatnonzero(outputs[r0:r1]))
+        if select is not None:
+            columns = columns[:, select]
+        ctx = requantize(self.context_weight @ columns + self.context_bias, W_FRAC).clamp_(-ACT_MAX, ACT_MAX)
+        del columns
+        band_mu = torch.from_numpy(mu[:, r0:r1].reshape(mu.shape[0], -1))
+        band_scale = torch.from_numpy(scale[:, r0:r1].reshape(scale.shape[0], -1))
+        if select is not None:
+            band_mu, band_scale = band_mu[:, select], band_scale[:, select]
+        hidden = torch.cat([ctx, band_mu, band_scale], dim=0)
         for i, (weight, bias) in enumerate(self.layers):
-            acc = hidden @ weight + bias
+            acc = weight @ hidden + bias
             if i < len(self.layers) - 1:
                 hidden = requantize(acc, W_FRAC).clamp_(0.0, float(ACT_MAX))
             else:
                 hidden = requantize(acc, W_FRAC + ACT_FRAC - OUT_FRAC).clamp_(-float(OUT_MAX), float(OUT_MAX))
-        return hidden.to(torch.int64).numpy().T
+        return hidden.to(torch.int64).numpy()
 
 
 class ExactContext:

@@ -46,8 +46,8 @@ def make_samples(folder: Path) -> dict[str, list[str]]:
     photo = sorted((ROOT / "data" / "eval").glob("*.png"))[0]
     with Image.open(photo) as image:
         good = encode(image.convert("RGB"), load_model(progress=False))
-    y = container.unpack(good).stream("y")
-    (folder / "yff.hfc").write_bytes(hs.with_streams(good, y=b"\xff" * len(y)))
+    last = container.unpack(good).header.streams[-1]  # "y", or the last context group ("y3")
+    (folder / "yff.hfc").write_bytes(hs.with_streams(good, **{last.name: b"\xff" * last.length}))
     path = registry.embedded_path(registry.get(registry.DEFAULT_MODEL))
     key = next(k for k in load_file(str(path)) if k.startswith("Generator."))
     import torch
@@ -57,7 +57,7 @@ def make_samples(folder: Path) -> dict[str, list[str]]:
     Image.new("RGB", (16, 16), (90, 120, 150)).save(folder / "x.png")
     return {
         f"empty streams ({len(empty)} B)": ["decode", "empty.hfc", "-o", "o.png"],
-        "y stream all 0xFF": ["decode", "yff.hfc", "-o", "o.png"],
+        "last latent stream all 0xFF": ["decode", "yff.hfc", "-o", "o.png"],
         "tampered weights": ["encode", "x.png", "-m", "tampered.safetensors", "-o", "o.hfc"],
     }
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from hificli.errors import UnknownModelError
 
-DEFAULT_MODEL = "hific-vr"
+DEFAULT_MODEL = "hific-vr2"
+#: The previous variable-rate default (no context model), still shipped so that its files keep decoding.
+PREVIOUS_VR_MODEL = "hific-vr"
 #: The previous default (fixed-rate), still shipped so that its files keep decoding.
 COMPACT_MODEL = "hific-compact"
 DEFAULT_BASE_URL = "https://zenodo.org"
@@ -65,11 +67,22 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
         name=DEFAULT_MODEL,
         target_bpp=None,
-        description="variable-rate compact HiFiC-style codec (hific-compact fine-tuned over 7 rate levels); "
-        "-q 0-100 or --bpp/--size; the default, offline",
+        description="variable-rate compact HiFiC-style codec with a channel-conditional context model "
+        "(hific-vr fine-tuned on 92 photos); -q 0-100 or --bpp/--size; the default, offline",
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",
+        rate_range=(0.012, 1.20),  # E15 photos, -q 0 .. -q 100
+        variable_rate=True,
+    ),
+    ModelEntry(
+        name=PREVIOUS_VR_MODEL,
+        target_bpp=None,
+        description="variable-rate compact HiFiC-style codec (hific-compact fine-tuned over 7 rate levels), "
+        "no context model; the previous default, offline",
+        source="embedded in the hific package",
+        license="Apache-2.0 (this project)",
+        resource=f"{PREVIOUS_VR_MODEL}.safetensors",
         rate_range=(0.015, 1.17),  # E15 photos, -q 0 .. -q 100
         variable_rate=True,
     ),

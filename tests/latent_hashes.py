@@ -22,6 +22,17 @@ def latent_hash(data: bytes, model) -> str:
     return hashlib.sha256(y_hat.contiguous().numpy().tobytes()).hexdigest()
 
 
+def run_hashes(*args: str) -> dict:
+    """Run this script in a fresh process (``OMP_NUM_THREADS`` = its THREADS argument) and parse its JSON."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": args[2]}
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def main(argv: list[str]) -> None:
     import torch
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hfc_samples import reseal
-from latent_hashes import latent_hash
+from latent_hashes import latent_hash, run_hashes
 from model_fixtures import assert_coded_size_matches_estimate, make_tiny_network, make_tiny_weights, sample_image
 
 from hificli import container
@@ -190,14 +188,6 @@ def test_tiles_and_bands_read_the_same_latents(ctx_vr: Path) -> None:
         assert again == data, (tile, band_bytes)
 
 
-def _hashes(*args: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": args[2]}
-    out = subprocess.run([sys.executable, str(HERE / "latent_hashes.py"), *args], capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def test_latents_identical_across_processes_and_threads(ctx_vr: Path, tmp_path: Path) -> None:
     images = []
     for i, (w, h) in enumerate(((97, 211), (300, 64))):
@@ -207,8 +197,8 @@ def test_latents_identical_across_processes_and_threads(ctx_vr: Path, tmp_path: 
     images.append(str(SAMPLE))
     out_dir = tmp_path / "hfc"
     out_dir.mkdir()
-    encoded = _hashes("encode:5,95.5", str(ctx_vr), "1", str(out_dir), *images)["hashes"]
-    decoded = _hashes("decode", str(ctx_vr), "2", *map(str, sorted(out_dir.glob("*.hfc"))))
+    encoded = run_hashes("encode:5,95.5", str(ctx_vr), "1", str(out_dir), *images)["hashes"]
+    decoded = run_hashes("decode", str(ctx_vr), "2", *map(str, sorted(out_dir.glob("*.hfc"))))
     assert decoded["threads"] == 2 and len(encoded) == 2 * len(images)
     assert decoded["hashes"] == encoded
 

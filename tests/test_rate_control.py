@@ -6,14 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hfc_samples import reseal as hfc_reseal
-from latent_hashes import latent_hash
+from latent_hashes import latent_hash, run_hashes
 from model_fixtures import assert_coded_size_matches_estimate, make_tiny_weights, sample_image
 from PIL import Image
 
@@ -277,14 +275,6 @@ def test_variable_rate_golden_files_decode_to_recorded_latents() -> None:
             == index[name]["file"], name
 
 
-def _hashes(*args: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": args[2]}
-    out = subprocess.run([sys.executable, str(HERE / "latent_hashes.py"), *args], capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def test_variable_rate_latents_identical_across_processes_and_threads(vr_tiny: Path, tmp_path: Path) -> None:
     images = []
     for i, (w, h) in enumerate(((97, 211), (300, 64), (160, 160))):
@@ -294,8 +284,8 @@ def test_variable_rate_latents_identical_across_processes_and_threads(vr_tiny: P
     images.append(str(SAMPLE))
     out_dir = tmp_path / "hfc"
     out_dir.mkdir()
-    encoded = _hashes("encode:5,50,95.5", str(vr_tiny), "1", str(out_dir), *images)["hashes"]
-    decoded = _hashes("decode", str(vr_tiny), "2", *map(str, sorted(out_dir.glob("*.hfc"))))
+    encoded = run_hashes("encode:5,50,95.5", str(vr_tiny), "1", str(out_dir), *images)["hashes"]
+    decoded = run_hashes("decode", str(vr_tiny), "2", *map(str, sorted(out_dir.glob("*.hfc"))))
     assert decoded["threads"] == 2
     assert len(encoded) == 3 * len(images)
     assert decoded["hashes"] == encoded

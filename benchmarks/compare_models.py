@@ -18,11 +18,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-
-
-def _points(image: dict, label: str) -> list[dict]:
-    points = [image["hific"].get(label), *image.get("curves", {}).get(label, [])]
-    return [p for p in points if p is not None]
+from operating_point import model_points
 
 
 def main() -> None:
@@ -39,7 +35,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     bd_psnr, bd_ssim, worst_all, mean_all = [], [], [], []
     for image in report["per_image"]:
-        new, old = _points(image, args.new), _points(image, args.old)
+        new, old = model_points(image, args.new), model_points(image, args.old)
         if len(new) < 2 or len(old) < 2:
             continue
         psnr = bd_rate([p["bpp"] for p in old], [p["psnr-rgb"] for p in old],

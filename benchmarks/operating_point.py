@@ -19,6 +19,12 @@ from pathlib import Path
 import numpy as np
 
 
+def model_points(image: dict, label: str) -> list[dict]:
+    """A model's points for one image of an eval report: its default point and its quality sweep."""
+    points = [image["hific"].get(label), *image.get("curves", {}).get(label, [])]
+    return [p for p in points if p is not None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", type=Path)
@@ -34,8 +40,7 @@ def main() -> None:
     diffs = []
     for image in report["per_image"]:
         fixed = image["hific"].get(args.fixed)
-        points = [image["hific"].get(args.variable), *image.get("curves", {}).get(args.variable, [])]
-        points = [p for p in points if p is not None]
+        points = model_points(image, args.variable)
         if fixed is None or len(points) < 2:
             continue
         rates, psnrs = monotone_curve([p["bpp"] for p in points], [p["psnr-rgb"] for p in points])

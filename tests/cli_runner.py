@@ -21,3 +21,14 @@ def hific(*args: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> tuple[in
     finally:
         os.chdir(old)
     return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``hific ARGS`` through main() in this process: (exit code, stdout, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

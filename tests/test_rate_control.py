@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli as run
 from hfc_samples import reseal as hfc_reseal
 from latent_hashes import latent_hash, run_hashes
 from model_fixtures import assert_coded_size_matches_estimate, make_tiny_weights, sample_image
 from PIL import Image
 
 from hificli import container
-from hificli.cli import main
 from hificli.entropy import rate
 from hificli.errors import HificError
 
@@ -24,16 +24,6 @@ HERE = Path(__file__).parent
 EXPECTED = HERE / "expected"
 SAMPLE = HERE.parent / "hificli" / "assets" / "chelsea.png"
 QUALITIES = (0, 20, 40, 60, 80, 100)
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

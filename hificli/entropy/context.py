@@ -154,8 +154,8 @@ class ExactContext:
             return group.at_positions(mu), group.at_positions(scale)
         _, h, w = decoded.shape
         if self.kind == "checkerboard":
-            known = np.where(split_mask(h, w).astype(bool), decoded, 0)
-            outputs = ~split_mask(h, w).astype(bool)
+            anchors = split_mask(h, w)
+            known, outputs = np.where(anchors, decoded, 0), ~anchors
         else:
             known, outputs = decoded[: group.lo], None
         delta = net.deltas(_to_act(known), _to_act(mu), _to_act(scale), outputs, self.band_bytes)

@@ -50,7 +50,7 @@ class Group:
         if self.positions == "all":
             target[self.lo : self.hi] = values
             return
-        mask = split_mask(target.shape[1], target.shape[2]).astype(bool)
+        mask = split_mask(target.shape[1], target.shape[2])
         if self.positions == "others":
             mask = ~mask
         target[self.lo : self.hi, mask] = values.reshape(values.shape[0], -1)
@@ -75,7 +75,6 @@ def split_anchors(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(even_rows, pairs[..., 0], pairs[..., 1]), np.where(even_rows, pairs[..., 1], pairs[..., 0])
 
 
-def split_mask(height: int, width: int, *, row0: int = 0) -> np.ndarray:
-    """uint8 (height, width): 1 at anchors (``(row + col)`` even, rows counted from ``row0``), else 0."""
-    rows = np.arange(row0, row0 + height)[:, None]
-    return ((rows + np.arange(width)[None, :]) % 2 == 0).astype(np.uint8)
+def split_mask(height: int, width: int) -> np.ndarray:
+    """Bool (height, width): True at anchors, where ``(row + col)`` is even."""
+    return (np.arange(height)[:, None] + np.arange(width)[None, :]) % 2 == 0

@@ -50,9 +50,9 @@ ALL_TAPS: tuple[tuple[int, int], ...] = tuple(
 Rounding = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def anchor_mask(height: int, width: int, *, row0: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
-    """Bool (height, width): True at anchors, ``(row + col) % 2 == 0`` with rows counted from ``row0``."""
-    rows = torch.arange(row0, row0 + height, device=device)[:, None]
+def anchor_mask(height: int, width: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Bool (height, width): True at anchors, where ``(row + col)`` is even."""
+    rows = torch.arange(height, device=device)[:, None]
     cols = torch.arange(width, device=device)[None, :]
     return (rows + cols) % 2 == 0
 

@@ -77,8 +77,9 @@ class ContextNet(nn.Module):
         self.param_conv1 = nn.Conv2d(width + 2 * channels, width, kernel_size=1)
         self.param_conv2 = nn.Conv2d(width, width, kernel_size=1)
         self.param_conv3 = nn.Conv2d(width, 2 * channels, kernel_size=1)
-        with torch.no_grad():
-            self.context_conv.weight.mul_(tap_mask(taps))
+        if self.context_conv.weight.device.type != "meta":  # meta: weights come from a file
+            with torch.no_grad():
+                self.context_conv.weight.mul_(tap_mask(taps))
         nn.init.zeros_(self.param_conv3.weight)
         nn.init.zeros_(self.param_conv3.bias)
 

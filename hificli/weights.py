@@ -9,6 +9,11 @@ A weights file is a safetensors file holding
 The fingerprint identifies the decoding contract: it hashes every tensor rounded to float16 plus the
 integer tables and the architecture, so an fp32 file and its fp16 copy share it (both decode the same
 latents: the exact hyper-synthesis rounds weights to float16 first), while any other weights differ.
+
+A file may also hold a realism decoder (hificli.models.realism): tensors under ``Realism.*`` and their
+own fingerprint in the metadata (``realism_fingerprint``, the same hash over those tensors). They are
+outside the model's fingerprint: adding a realism decoder to a model (:func:`save_with_realism`) keeps
+every file the model wrote decodable with it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from hificli.models.hific import HificModel
 
 WEIGHTS_FORMAT = "hific-weights"
+REALISM_PREFIX = "Realism."  #: hificli.models.realism.PREFIX (kept here: this module imports no torch)
 WEIGHTS_VERSION = 1
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
@@ -48,6 +54,8 @@ class WeightsInfo:
     sha256: str = ""
     size: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Fingerprint of the realism decoder's tensors, or None when the file has none.
+    realism_fingerprint: bytes | None = None
 
     @property
     def fingerprint_hex(self) -> str:
@@ -118,6 +126,12 @@ def read_weights_info(path: str | Path, *, with_hash: bool = False) -> WeightsIn
         raise ModelMismatchError(f"{path}: damaged weights metadata (nested too deeply)") from None
     if len(fingerprint_bytes) != 8:
         raise ModelMismatchError(f"{path}: damaged weights metadata (fingerprint)")
+    try:
+        realism = bytes.fromhex(meta["realism_fingerprint"]) if "realism_fingerprint" in meta else None
+    except (TypeError, ValueError):
+        realism = b""
+    if realism is not None and len(realism) != 8:
+        raise ModelMismatchError(f"{path}: damaged weights metadata (realism fingerprint)")
     return WeightsInfo(
         model_id=_checked_model_id(path, meta.get("model_id", "")),
         fingerprint=fingerprint_bytes,
@@ -127,6 +141,7 @@ def read_weights_info(path: str | Path, *, with_hash: bool = False) -> WeightsIn
         sha256=file_sha256(path) if with_hash else "",
         size=path.stat().st_size,
         meta=extra,
+        realism_fingerprint=realism,
     )
 
 
@@ -287,31 +302,103 @@ def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, Weig
     """Load a weights file: (model in eval mode, z table, y table, info). Any damage -> ModelMismatchError."""
     path = Path(path)
     loaded, info = read_verified(path)
+    z_table, y_table = read_tables(loaded, path)
+    return build_network(loaded, info, path), z_table, y_table, info
+
+
+def read_tables(arrays: dict[str, np.ndarray], path: Path | None) -> tuple[CdfTable, CdfTable]:
+    """The (z, y) entropy tables of a weights file's arrays (numpy, no torch); damage -> ModelMismatchError."""
+    from hificli.entropy.tables import CdfTable
+
+    try:
+        return CdfTable.from_arrays(arrays, "tables.z."), CdfTable.from_arrays(arrays, "tables.y.")
+    except (KeyError, ValueError) as exc:
+        raise ModelMismatchError(f"{path}: damaged entropy tables ({exc})") from None
+
+
+def read_rate_levels(arrays: dict[str, np.ndarray], config: ArchConfig, path: Path | None) -> np.ndarray | None:
+    """A variable-rate model's fixed-point rate levels, int64 (L, C), checked against ``config`` (numpy,
+    no torch); None for a fixed-rate model. Damaged or missing levels -> ModelMismatchError."""
+    from hificli.entropy.rate import check_levels
+
+    if not config.rate_levels:
+        return None
+    try:
+        levels = check_levels(arrays[RATE_LEVELS_KEY], config.latent_channels)
+        if levels.shape[0] != config.rate_levels:
+            raise ValueError(f"{levels.shape[0]} stored rate levels, the architecture has {config.rate_levels}")
+    except (KeyError, ValueError) as exc:
+        raise ModelMismatchError(f"{path}: damaged or missing rate levels ({exc})") from None
+    return levels
+
+
+def build_network(loaded: dict[str, np.ndarray], info: WeightsInfo, path: Path | None) -> HificModel:
+    """The float network (eval mode, no gradients) of a weights file's verified arrays (:func:`read_verified`);
+    fp32 arrays become its parameters without a copy. Any mismatch -> ModelMismatchError."""
     import torch
 
     from hificli.checkpoint import load_strict
-    from hificli.entropy.tables import CdfTable
     from hificli.models.hific import HificModel
 
-    arrays = {k: v for k, v in loaded.items() if k.startswith("tables.")}
-    state = {k: torch.from_numpy(v).float() for k, v in loaded.items() if not k.startswith("tables.")}
-    try:
-        z_table = CdfTable.from_arrays(arrays, "tables.z.")
-        y_table = CdfTable.from_arrays(arrays, "tables.y.")
-    except (KeyError, ValueError) as exc:
-        raise ModelMismatchError(f"{path}: damaged entropy tables ({exc})") from None
+    network, realism, arrays = split_tensors(loaded)
+    state = {k: torch.from_numpy(v).float() for k, v in network.items()}
     with torch.device("meta"):  # no random init of parameters that are overwritten anyway
         model = HificModel(info.config)
     load_strict(model, state, ignore_prefixes=("RateSteps.",))
-    if model.variable_rate:
-        try:
-            model.RateSteps.load_fixed(arrays[RATE_LEVELS_KEY])
-        except (KeyError, ValueError) as exc:
-            raise ModelMismatchError(f"{path}: damaged or missing rate levels ({exc})") from None
+    levels = read_rate_levels(arrays, info.config, path)
+    if levels is not None:
+        model.RateSteps.load_fixed(levels)
+    if realism:
+        _attach_realism(path, model, realism)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return model, z_table, y_table, info
+    return model
+
+
+def _attach_realism(path: Path, model: HificModel, tensors: dict[str, np.ndarray]) -> None:
+    """Give ``model`` its realism decoder (``model.Realism``) from the file's ``Realism.*`` tensors."""
+    import torch
+
+    from hificli.checkpoint import load_strict
+    from hificli.models.realism import RealismGenerator
+
+    try:
+        with torch.device("meta"):
+            model.Realism = RealismGenerator(model.config)
+    except ValueError as exc:
+        raise ModelMismatchError(f"{path}: {exc}") from None
+    state = {k[len(REALISM_PREFIX):]: torch.from_numpy(v).float() for k, v in tensors.items()}
+    load_strict(model.Realism, state, ignore_prefixes=(), ignore_patterns=())
+
+
+def save_with_realism(
+    base: str | Path, realism: Any, path: str | Path, *, model_id: str, meta: dict[str, Any] | None = None,
+) -> WeightsInfo:
+    """Write the weights file ``base`` (verified) plus the realism decoder ``realism``
+    (hificli.models.realism.RealismGenerator) to ``path`` atomically: same model fingerprint, the
+    realism decoder's own in ``realism_fingerprint``; ``meta`` is stored under the base's ``meta`` as
+    ``realism``. A realism decoder already in ``base`` is replaced."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    loaded, info = read_verified(base)
+    network, _, arrays = split_tensors(loaded)
+    extra = {REALISM_PREFIX + k: v.detach().to("cpu").float().contiguous().numpy()
+             for k, v in realism.state_dict().items()}
+    header = _read_safetensors_header(Path(base))["__metadata__"]
+    metadata = {key: header[key] for key in ("format", "format_version", "arch", "fingerprint")}
+    metadata.update({
+        "model_id": _checked_model_id(Path(path), model_id),
+        "realism_fingerprint": fingerprint(extra, {}, info.config).hex(),
+        "meta": json.dumps({**info.meta, "realism": meta or {}}, sort_keys=True),
+    })
+    tensors = {k: np.ascontiguousarray(v) for k, v in {**network, **arrays, **extra}.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+    return read_weights_info(path, with_hash=True)
 
 
 def refuse_tampered(path: Path, tensors: dict[str, np.ndarray], info: WeightsInfo) -> None:
@@ -319,18 +406,30 @@ def refuse_tampered(path: Path, tensors: dict[str, np.ndarray], info: WeightsInf
     rest the network) and refuse weights whose metadata states another: changed or damaged weights
     must not decode files into garbage under the fingerprint of the originals. Numpy only (no torch);
     a few ms for the embedded models, so the result is not cached."""
-    arrays = {k: v for k, v in tensors.items() if k.startswith("tables.")}
-    state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+    state, realism, arrays = split_tensors(tensors)
     try:
         actual = fingerprint(state, arrays, info.config)
+        actual_realism = fingerprint(realism, {}, info.config) if realism else None
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
+    hint = "get the weights again (hific models pull / import)"
     if actual != info.fingerprint:
         raise ModelMismatchError(
             f"{path}: weights do not match their fingerprint (they hash to {actual.hex()}, the metadata "
-            f"says {info.fingerprint_hex}): modified or damaged",
-            "get the weights again (hific models pull / import)",
+            f"says {info.fingerprint_hex}): modified or damaged", hint,
         )
+    if actual_realism != info.realism_fingerprint:
+        raise ModelMismatchError(f"{path}: the realism decoder does not match its fingerprint: modified or "
+                                 "damaged", hint)
+
+
+def split_tensors(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(network, realism decoder, tables) parts of a weights file's tensors."""
+    parts: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] = ({}, {}, {})
+    for key, value in tensors.items():
+        index = 2 if key.startswith("tables.") else 1 if key.startswith(REALISM_PREFIX) else 0
+        parts[index][key] = value
+    return parts
 
 
 def check_fingerprint(path: str | Path) -> WeightsInfo:
@@ -346,11 +445,13 @@ def check_fingerprint(path: str | Path) -> WeightsInfo:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
-    arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("tables.")}
-    state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+    state, realism, tables = split_tensors(tensors)
+    arrays = {k: v.numpy() for k, v in tables.items()}
     actual = fingerprint(state, arrays, info.config)
     if actual != info.fingerprint:
         raise ModelMismatchError(
             f"{path}: its tensors hash to fingerprint {actual.hex()}, its metadata says {info.fingerprint_hex}"
         )
+    if (fingerprint(realism, {}, info.config) if realism else None) != info.realism_fingerprint:
+        raise ModelMismatchError(f"{path}: its realism decoder does not match the fingerprint its metadata states")
     return info

@@ -31,8 +31,9 @@ def _lambdas(value: str | None) -> list[float] | None:
 
 @click.command("train")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--stage", type=click.Choice(["base", "gan"]), default="base", show_default=True,
-              help="base: rate + distortion + perceptual; gan: adds the discriminator (use --init BASE_RUN).")
+@click.option("--stage", type=click.Choice(["base", "gan", "realism"]), default="base", show_default=True,
+              help="base: rate + distortion + perceptual; gan: adds the discriminator (use --init BASE_RUN); "
+                   "realism: a frozen --init model's realism decoder (hific decode --realism).")
 @click.option("--regime", type=click.Choice(["low", "med", "high"]), default="med", show_default=True,
               help="Target rate 0.14 / 0.30 / 0.45 bpp with lambda_A 2 / 1 / 0.5.")
 @click.option("--arch", type=click.Choice(list(PRESETS)), default="small", show_default=True,
@@ -111,6 +112,8 @@ def command(ctx: click.Context, data_dir: str | None, resume: str | None, force:
     Two stages, as in the paper:
       hific train DATA --stage base --regime med --steps 100000 --out runs/base
       hific train DATA --stage gan --init runs/base --steps 100000 --out runs/gan
+    Or keep a model's files and faithful decoder and train its realism decoder on top:
+      hific train DATA --stage realism --init MODEL.safetensors --steps 20000 --out runs/realism
     Every checkpoint also writes RUN_DIR/weights.safetensors, so `hific encode -m RUN_DIR` works.
     Ctrl-C saves a checkpoint and exits (130); continue with --resume RUN_DIR.
     Multi-GPU / multi-node: launch with torchrun (DDP; gloo on CPU).

@@ -225,6 +225,12 @@ def train(
     resumed: dict[str, Any] | None = None
     if resume:
         resumed = S.read_run_checkpoint(run_dir)
+    if (resumed["args"]["hific_train"]["stage"] if resumed else options.stage) == "realism":
+        from hificli.train.realism import train_realism
+
+        del resumed
+        return train_realism(options, resume=resume, explicit=explicit, force=force, quiet=quiet, warn=warn)
+    if resume:
         options = merge_resume(options, resumed["args"]["hific_train"], explicit)
         options.out = str(run_dir)
     try:

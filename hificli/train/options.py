@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-STAGES = ("base", "gan")
+STAGES = ("base", "gan", "realism")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 MODEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what the .hfc container accepts
 

@@ -28,8 +28,12 @@ class JsonlLog:
 
 def format_line(step: int, total: int, m: dict[str, Any]) -> str:
     """``step 120/1000 loss 1.234 bpp 0.312 PSNR 24.1 ...`` from a train log record."""
-    parts = [f"step {step}/{total}", f"loss {m['loss']:.4g}", f"bpp {m['bpp']:.3f} (q {m['q_bpp']:.3f})",
-             f"PSNR {m['psnr']:.2f}"]
+    parts = [f"step {step}/{total}", f"loss {m['loss']:.4g}"]
+    if "bpp" in m:
+        parts.append(f"bpp {m['bpp']:.3f} (q {m['q_bpp']:.3f})")
+    parts.append(f"PSNR {m['psnr']:.2f}")
+    if "realism" in m:
+        parts.append(f"realism {m['realism']:.2f}")
     if m.get("perceptual") is not None:
         parts.append(f"lpips {m['perceptual']:.4f}")
     if m.get("d_loss") is not None:

@@ -1,0 +1,106 @@
+"""The realism decoder: HiFiC's synthesised detail as a knob at decode time (issue #14).
+
+``x(r) = x0 + r * (G_r(y_hat, r) - x0)`` for a realism ``r`` in [0, 1], in model space:
+
+* ``x0 = Generator(y_hat)``, the model's own (MSE-faithful) reconstruction;
+* ``G_r``: a second generator with the Generator's layers, initialised from it, whose hidden layers are
+  modulated by ``r`` (``h * (1 + r * scale_l) + r * shift_l`` after each inverse GDN; scale and shift
+  start at zero) and trained with a perceptual and an adversarial loss (``hific train --stage realism``,
+  hificli.train.realism).
+
+``r = 0`` is the Generator's output exactly (``G_r`` is not run); the encoder, the latents and the
+bitstream never depend on ``r``, so one file decodes at any realism. Agustsson et al. (CVPR 2023,
+"Multi-realism image compression with a conditional generator") condition the whole decoder on the
+realism weight; here the MSE decoder is kept as it is and the realistic one blended in, so that the
+faithful reconstruction stays available bit for bit. Only the "gdn" transform (the embedded models)
+has one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hificli.layers import GDN
+from hificli.models.config import ArchConfig
+
+#: Prefix of the realism decoder's tensors in a weights file (hificli.weights).
+PREFIX = "Realism."
+
+
+def supports_realism(config: ArchConfig) -> bool:
+    """True if a realism decoder can be built for this architecture."""
+    return config.transform == "gdn"
+
+
+class RealismGenerator(nn.Module):
+    """``G_r``: (N, C, h, w) latents and realism (N,) -> (N, 3, 16h, 16w) model-space image.
+
+    ``transform`` has the layout (and state_dict keys) of the GDN Generator's ``transform``: four 5x5
+    stride-2 transposed convolutions with an inverse GDN after the first three; ``scale.l`` and
+    ``shift.l`` (one per hidden layer) modulate each inverse GDN's output by the realism."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        if not supports_realism(config):
+            raise ValueError(f"a realism decoder needs the 'gdn' transform, not {config.transform!r}")
+        widths = (config.latent_channels, *config.encoder_channels[3:0:-1], 3)
+        layers: list[nn.Module] = []
+        for i in range(4):
+            layers.append(
+                nn.ConvTranspose2d(widths[i], widths[i + 1], kernel_size=5, stride=2, padding=2, output_padding=1)
+            )
+            if i < 3:
+                layers.append(GDN(widths[i + 1], inverse=True))
+        self.transform = nn.Sequential(*layers)
+        self.scale = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
+        self.shift = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
+
+    def forward(self, y_hat: torch.Tensor, realism: torch.Tensor) -> torch.Tensor:
+        r = realism.to(y_hat.dtype).reshape(-1, 1, 1, 1)
+        x = y_hat
+        for i, layer in enumerate(self.transform):
+            x = layer(x)
+            if i % 2 == 1:  # after an inverse GDN
+                k = i // 2
+                x = x * (1.0 + r * self.scale[k].view(1, -1, 1, 1)) + r * self.shift[k].view(1, -1, 1, 1)
+        return x
+
+    def start_from(self, generator: nn.Module) -> None:
+        """Copy the Generator's layers (the realistic decoder starts as the faithful one)."""
+        self.transform.load_state_dict(generator.transform.state_dict())
+        with torch.no_grad():
+            for p in (*self.scale, *self.shift):
+                p.zero_()
+
+
+def blend(x0: torch.Tensor, x_real: torch.Tensor, realism: torch.Tensor) -> torch.Tensor:
+    """``x0 + r * (x_real - x0)`` per image (model space); r (N,) or a scalar tensor."""
+    r = realism.to(x0.dtype).reshape(-1, 1, 1, 1)
+    return x0 + r * (x_real - x0)
+
+
+class BlendedGenerator(nn.Module):
+    """The decoder at one realism ``r`` > 0, with the Generator's tiling interface (``trunk``,
+    ``upsample``, ``trunk_radius``): ``upsample(y) = blend(Generator(y), G_r(y, r), r)``. G_r has the
+    Generator's layers, hence its receptive field: tiles need the same halo."""
+
+    trunk_radius = 0
+
+    def __init__(self, generator: nn.Module, realism_generator: RealismGenerator, realism: float) -> None:
+        super().__init__()
+        if not 0.0 < realism <= 1.0:
+            raise ValueError(f"realism must be in (0, 1] here (0 is the Generator itself), got {realism}")
+        self.generator = generator
+        self.realism_generator = realism_generator
+        self.realism = realism
+
+    def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return y_hat
+
+    def upsample(self, y_hat: torch.Tensor) -> torch.Tensor:
+        r = torch.full((y_hat.shape[0],), self.realism, dtype=y_hat.dtype, device=y_hat.device)
+        return blend(self.generator(y_hat), self.realism_generator(y_hat, r), r)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.upsample(y_hat)

@@ -1,0 +1,290 @@
+"""``hific train --stage realism``: train a model's realism decoder (hificli.models.realism).
+
+The base model (``--init``: a weights file or run directory) is frozen: its encoder, entropy model and
+Generator, hence every file it writes and its faithful reconstruction, stay as they are. Each step draws
+a realism ``r`` ~ U(0, 1) per image and trains the realistic generator G_r (started as a copy of the
+Generator) and a latent-conditioned discriminator D (HiFiC's) on
+
+    L_G = mean_i [ k_M * MSE_i + r_i * (k_P * perceptual_i + beta * L_G,i) ]      x_i = blend(x0, G_r, r_i)
+    L_D = BCE(D(x, y_hat), 1) + BCE(D(x_hat, y_hat), 0)
+
+with the latents quantized as the codec does (hard rounding; a random rate level per image for a
+variable-rate model). ``RUN_DIR/weights.safetensors`` is the base weights file plus the realism tensors
+(same fingerprint: files of the base model decode with it at any realism).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hificli.errors import HificError, ModelMismatchError, OutputExistsError
+from hificli.train import data as D
+from hificli.train import losses as L
+from hificli.train import state as S
+from hificli.train import variable_rate as VR
+from hificli.train.options import TrainOptions
+from hificli.train.report import JsonlLog, ProgressLine
+
+#: HiFiC's loss weights (Mentzer et al. 2020): MSE on 0..255, perceptual, adversarial.
+DEFAULT_K_M = 0.075 * 2**-5
+DEFAULT_K_P = 1.0
+DEFAULT_BETA = 0.15
+DEFAULT_LR = 1e-4
+METRICS = ("loss", "distortion", "perceptual", "d_loss", "g_loss", "realism")
+
+
+def base_weights_path(init: str | Path) -> Path:
+    """The weights file of ``--init``: a weights file, or a run directory's weights.safetensors."""
+    path = Path(init)
+    return path / S.WEIGHTS_NAME if path.is_dir() else path
+
+
+def realism_loss(
+    x_hat: torch.Tensor, x: torch.Tensor, realism: torch.Tensor, perceptual: torch.Tensor,
+    adversarial: torch.Tensor, *, k_m: float, k_p: float, beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_G, mean MSE_255): per-image MSE, perceptual distance (N,) and generator loss (N,) weighted
+    as in the module docstring."""
+    mse = ((x_hat.float() - x.float()) ** 2).mean(dim=(1, 2, 3)) * 255.0**2
+    per_image = k_m * mse + realism * (k_p * perceptual + beta * adversarial)
+    return per_image.mean(), mse.mean()
+
+
+def per_image_generator_loss(logits: torch.Tensor, n: int) -> torch.Tensor:
+    """Non-saturating generator loss per image from D's image-major patch logits (N * P, 1)."""
+    target = torch.ones_like(logits)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return loss.reshape(n, -1).mean(dim=1)
+
+
+class _Base:
+    """The frozen base model: quantized latents and the faithful reconstruction of a batch."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        from hificli.models.realism import supports_realism
+        from hificli.weights import load_weights
+
+        self.network, _, _, self.info = load_weights(path)
+        if not supports_realism(self.info.config):
+            raise HificError(f"{path}: a realism decoder needs a 'gdn' model (this one is "
+                             f"{self.info.config.transform!r})", "use one of the embedded models as --init")
+        self.path = path
+        self.network.to(device)
+
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y_hat, x0 in model space) of a [0, 1] batch, hard-quantized at random rate levels."""
+        net = self.network
+        levels = net.config.rate_levels
+        positions = VR.sample_positions(x.shape[0], levels) if levels else None
+        out = net(x, rate_positions=positions) if positions is not None else net(x)
+        return out.y_hat, net.generate(out.y_hat)
+
+
+def train_realism(
+    options: TrainOptions, *, resume: bool = False, explicit: set[str] | None = None, force: bool = False,
+    quiet: bool = False, warn: Callable[[str], None] | None = None,
+):
+    """Run (or resume) a realism run; returns hificli.train.loop.TrainResult."""
+    from hificli.models.discriminator import Discriminator
+    from hificli.models.realism import PREFIX, RealismGenerator, blend
+    from hificli.perceptual import load_perceptual, resolve_kind
+    from hificli.train.loop import TrainResult, _perceptual_window, _StopFlag, _to_device_batch, merge_resume
+
+    say = warn or (lambda m: None)
+    run_dir = Path(options.out)
+    resumed: dict[str, Any] | None = None
+    if resume:
+        resumed = S.read_run_checkpoint(run_dir)
+        options = merge_resume(options, resumed["args"]["hific_train"], explicit or set())
+        options.out = str(run_dir)
+    if not options.init:
+        raise HificError("--stage realism needs --init MODEL (the weights file or run to add realism to)")
+    try:
+        options.validate()
+    except ValueError as exc:
+        raise HificError(f"invalid training options: {exc}") from None
+    if not resume and (run_dir / S.CHECKPOINT_NAME).exists() and not force:
+        raise OutputExistsError(
+            f"{run_dir} already holds a training run", f"continue it with --resume {run_dir}, or pass --force"
+        )
+    device = torch.device("cuda" if options.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    if options.device == "cuda" and device.type != "cuda":
+        raise HificError("--device cuda: no CUDA device is available", "use --device cpu")
+    if device.type == "cpu" and options.threads:
+        torch.set_num_threads(options.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(options.seed)
+    np.random.seed(options.seed)
+    base = _Base(base_weights_path(options.init), device)
+    config = base.info.config
+    if resumed is not None and resumed["args"].get("base_fingerprint") != base.info.fingerprint.hex():
+        raise ModelMismatchError(f"{base.path} is not the model this run was started from")
+    realism = RealismGenerator(config)
+    realism.start_from(base.network.Generator)
+    disc = Discriminator(config)
+    kind = "none" if options.perceptual == "none" else resolve_kind(options.perceptual)
+    perceptual = load_perceptual(kind) if kind != "none" else None
+    for module in (realism, disc, perceptual):
+        if module is not None:
+            module.to(device)
+    lr = options.lr or DEFAULT_LR
+    k_m = DEFAULT_K_M if options.k_m is None else options.k_m
+    k_p = DEFAULT_K_P if options.k_p is None else options.k_p
+    beta = DEFAULT_BETA if options.beta is None else options.beta
+    opt_g = torch.optim.Adam(realism.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    start = 0
+    if resumed is not None:
+        state = resumed["model_state_dict"]
+        realism.load_state_dict({k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)})
+        prefix = S.DISCRIMINATOR_PREFIX
+        disc.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        opt_g.load_state_dict(resumed["realism_optimizer_state_dict"])
+        opt_d.load_state_dict(resumed["discriminator_optimizer_state_dict"])
+        start = int(resumed["steps"])
+
+    files = D.find_images(options.data_dir)
+    train_files, val_files = (files, D.find_images(options.val)) if options.val else \
+        D.split_validation(files, options.val_split)
+    pool = D.ImagePool(train_files, cache_mb=options.cache_mb, warn=say)
+    dataset = D.CropDataset(pool, D.CropSpec(options.crop, *options.rescale, options.hflip), options.seed)
+    sampler = D.StepBatchSampler(start, options.steps, options.batch_size, fixed=options.overfit)
+    workers = D.default_workers() if options.workers is None else options.workers
+    loader = D.make_loader(dataset, sampler, workers=workers, pin_memory=device.type == "cuda")
+    val_images = D.load_validation(val_files, max_side=options.val_crop, max_images=options.val_images,
+                                   warn=say) if val_files else []
+    model_id = options.name or base.info.model_id
+    log = JsonlLog(run_dir / S.LOG_NAME)
+    progress = ProgressLine(options.steps, 0, enabled=not quiet)
+    (run_dir / "options.json").write_text(json.dumps(options.to_dict(), indent=2) + "\n")
+    progress.message(
+        f"hific train: realism stage on {base.info.model_id} ({sum(p.numel() for p in realism.parameters()) / 1e6:.2f}"
+        f" M trainable + D), {device}; {len(pool)} training images, {len(val_images)} validation; perceptual "
+        f"{kind}; k_M {k_m:g} k_P {k_p:g} beta {beta:g}; step {start} -> {options.steps}"
+    )
+
+    def save(step: int) -> None:
+        from hificli.weights import save_with_realism
+
+        if not options.checkpoints:
+            return
+        net_state = {PREFIX + k: v.detach().cpu() for k, v in realism.state_dict().items()}
+        net_state.update({S.DISCRIMINATOR_PREFIX + k: v.detach().cpu() for k, v in disc.state_dict().items()})
+        S.atomic_torch_save({
+            "format": S.CHECKPOINT_FORMAT, "format_version": S.CHECKPOINT_VERSION, "stage": "realism",
+            "model_state_dict": net_state, "realism_optimizer_state_dict": opt_g.state_dict(),
+            "discriminator_optimizer_state_dict": opt_d.state_dict(), "steps": step,
+            "args": {"hific_train": options.to_dict(), "hific_arch": config.to_json(), "perceptual": kind,
+                     "base_fingerprint": base.info.fingerprint.hex()},
+            "rng": [S.capture_rng(device)],
+        }, run_dir / S.CHECKPOINT_NAME)
+        meta = {"source": "hific-train", "stage": "realism", "steps": step, "perceptual": kind, "k_m": k_m,
+                "k_p": k_p, "beta": beta, "crop": options.crop, "batch_size": options.batch_size}
+        save_with_realism(base.path, realism, run_dir / S.WEIGHTS_NAME, model_id=model_id, meta=meta)
+
+    def validate(step: int) -> dict[str, Any] | None:
+        """PSNR and perceptual distance of the validation images at realism 0 and 1 (middle rate)."""
+        if not val_images:
+            return None
+        net = base.network
+        middle = torch.full((1,), (config.rate_levels - 1) / 2, dtype=torch.float64) if config.rate_levels else None
+        sums: dict[str, list[float]] = {"psnr_0": [], "psnr_1": [], "perceptual_0": [], "perceptual_1": []}
+        realism.eval()
+        with torch.no_grad():
+            for _, pixels in val_images:
+                x = _to_device_batch(pixels[None], device, False)
+                out = net(x, rate_positions=middle) if middle is not None else net(x)
+                x0 = net.generate(out.y_hat)
+                one = torch.ones(1, device=device)
+                for r, x_m in (("0", x0), ("1", blend(x0, realism(out.y_hat, one), one))):
+                    q = (net.postprocess(x_m).clamp(0, 1) * 255.0).round()
+                    sums[f"psnr_{r}"].append(L.psnr_from_mse255(float(((q - x * 255.0) ** 2).mean())))
+                    if perceptual is not None:
+                        sums[f"perceptual_{r}"].append(float(perceptual(q / 255.0, x).mean()))
+        realism.train()
+        record = {"kind": "val", "step": step, "images": len(val_images),
+                  **{k: float(np.mean(v)) if v else None for k, v in sums.items()}}
+        log.write(record)
+        lp = (f", perceptual {record['perceptual_0']:.4f} -> {record['perceptual_1']:.4f}"
+              if perceptual is not None else "")
+        progress.message(f"validation @ {step}: PSNR {record['psnr_0']:.2f} -> {record['psnr_1']:.2f} dB "
+                         f"(realism 0 -> 1){lp}")
+        return record
+
+    if resumed is not None and resumed.get("rng"):
+        S.restore_rng(resumed["rng"][0], device)
+    realism.train()
+    disc.train()
+    acc = np.zeros(len(METRICS))
+    acc_n, acc_t0, t_start = 0, time.perf_counter(), time.perf_counter()
+    last_record = last_val = None
+    step, saved_at, val_at, interrupted = start, -1, -1, False
+    progress.update(start)
+    with _StopFlag() as stop:
+        it = iter(loader)
+        while step < options.steps:
+            if stop.requested:
+                interrupted = True
+                break
+            x = _to_device_batch(next(it), device, False)
+            n = x.shape[0]
+            y_hat, x0 = base.latents(x)
+            r = torch.rand(n, device=device)
+            x_hat = base.network.postprocess(blend(x0, realism(y_hat, r), r))
+
+            logits = disc(torch.cat([x, x_hat.detach()]), torch.cat([y_hat, y_hat]))
+            real, fake = logits.chunk(2)
+            d_loss = L.discriminator_loss(real, fake)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+            disc.requires_grad_(False)
+            adversarial = per_image_generator_loss(disc(x_hat, y_hat), n)
+            disc.requires_grad_(True)
+            if perceptual is not None:
+                window = _perceptual_window(x_hat, x, step, 0, options)
+                distance = perceptual(*window).reshape(n)
+            else:
+                distance = torch.zeros(n, device=device)
+            loss, mse = realism_loss(x_hat, x, r, distance, adversarial, k_m=k_m, k_p=k_p, beta=beta)
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            if options.grad_clip:
+                torch.nn.utils.clip_grad_norm_(realism.parameters(), options.grad_clip)
+            opt_g.step()
+            step += 1
+
+            acc += [float(t.detach().mean()) for t in (loss, mse, distance, d_loss, adversarial, r)]
+            acc_n += 1
+            if (options.log_every and step % options.log_every == 0) or step == options.steps:
+                mean = dict(zip(METRICS, (acc / acc_n).tolist(), strict=True))
+                now = time.perf_counter()
+                last_record = {"kind": "train", "step": step, **mean, "psnr": L.psnr_from_mse255(mean["distortion"]),
+                               "lr": lr, "step_time": (now - acc_t0) / acc_n, "elapsed": now - t_start}
+                log.write(last_record)
+                progress.update(step, last_record)
+                acc[:] = 0
+                acc_n, acc_t0 = 0, time.perf_counter()
+            if options.val_every and step % options.val_every == 0:
+                last_val, val_at = validate(step), step
+            if options.save_every and step % options.save_every == 0:
+                save(step)
+                saved_at = step
+        del it
+        if saved_at != step:
+            save(step)
+        if not interrupted and val_at != step:
+            last_val = validate(step)
+    progress.close()
+    log.close()
+    return TrainResult(run_dir, step, interrupted, model_id, last_record, last_val)

@@ -1,0 +1,144 @@
+"""The realism decoder (issue #14): model, weights files, ``hific train --stage realism``.
+
+Tiny seeded GDN models on 128 px crops of synthetic images (one thread, a few steps).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from model_fixtures import make_tiny_network, make_tiny_weights, sample_image
+from safetensors.numpy import load_file, save_file
+
+from hificli.cli.app import main
+from hificli.models.realism import BlendedGenerator, RealismGenerator, blend
+from hificli.weights import read_verified, read_weights_info
+
+FAST = ["--crop", "128", "--batch-size", "2", "--workers", "0", "--threads", "1", "--perceptual", "none"]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(["--quiet", *args])
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+def records(run: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("realism-images")
+    for seed in (1, 2, 3):
+        sample_image(160, 150, seed=seed).save(root / f"{seed}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A variable-rate tiny GDN model (the kind the embedded models are)."""
+    return make_tiny_weights(tmp_path_factory.mktemp("base") / "base.safetensors", seed=3, model_id="test-gdn",
+                             preset="tiny-gdn", rate_levels=3)
+
+
+@pytest.fixture(scope="module")
+def realism_run(images: Path, base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A realism run that fits one batch by MSE alone (beta 0, no perceptual term): 30 steps."""
+    out = tmp_path_factory.mktemp("runs") / "realism"
+    with pytest.raises(SystemExit) as info:
+        main(["--quiet", "train", str(images), "--stage", "realism", "--init", str(base), *FAST, "--steps", "30",
+              "--beta", "0", "--overfit", "--lr", "3e-3", "--log-every", "1", "--save-every", "0",
+              "--val", str(images), "--val-every", "0", "--out", str(out)])
+    assert info.value.code == 0
+    return out
+
+
+def test_a_new_realism_generator_is_the_generator_at_every_realism() -> None:
+    network = make_tiny_network(1, "tiny-gdn")
+    realistic = RealismGenerator(network.config)
+    realistic.start_from(network.Generator)
+    y = torch.randn(2, network.config.latent_channels, 3, 4)
+    with torch.no_grad():
+        x0 = network.Generator(y)
+        for r in (0.0, 0.3, 1.0):
+            assert torch.allclose(realistic(y, torch.full((2,), r)), x0, atol=1e-6)
+        realistic.shift[0].fill_(0.5)
+        x1 = realistic(y, torch.ones(2))
+        assert not torch.allclose(x1, x0, atol=1e-3)  # modulation reaches the output
+        assert torch.equal(blend(x0, x1, torch.zeros(2)), x0)  # realism 0: the Generator's output exactly
+        blended = BlendedGenerator(network.Generator, realistic, 0.25)
+        quarter = realistic(y, torch.full((2,), 0.25))
+        assert torch.allclose(blended(y), x0 + 0.25 * (quarter - x0), atol=1e-6)
+    with pytest.raises(ValueError, match="realism must be in"):
+        BlendedGenerator(network.Generator, realistic, 0.0)
+
+
+def test_only_gdn_models_get_a_realism_decoder() -> None:
+    with pytest.raises(ValueError, match="'gdn' transform"):
+        RealismGenerator(make_tiny_network(1, "tiny").config)
+
+
+def test_realism_stage_trains_g_r_and_keeps_the_model(realism_run: Path, base: Path) -> None:
+    train = records(realism_run, "train")
+    assert [r["step"] for r in train] == list(range(1, 31))
+    early, late = (sum(r["loss"] for r in part) / 5 for part in (train[:5], train[-5:]))
+    assert late < early  # G_r fits the batch better than the Generator
+    assert all(0.0 <= r["realism"] <= 1.0 and r["d_loss"] > 0 for r in train)
+    val = records(realism_run, "val")
+    assert [r["step"] for r in val] == [30] and val[0]["psnr_0"] > 0 and val[0]["psnr_1"] > 0
+
+    weights = realism_run / "weights.safetensors"
+    info, base_info = read_weights_info(weights), read_weights_info(base)
+    assert info.fingerprint == base_info.fingerprint and info.model_id == "test-gdn"
+    assert info.realism_fingerprint is not None and base_info.realism_fingerprint is None
+    assert info.meta["realism"]["steps"] == 30
+    arrays, _ = read_verified(weights)
+    base_arrays, _ = read_verified(base)
+    assert {k for k in arrays if not k.startswith("Realism.")} == set(base_arrays)
+    for key, value in base_arrays.items():  # the model itself is untouched
+        assert (arrays[key] == value).all(), key
+    trained = arrays["Realism.transform.0.weight"]
+    assert not (trained == base_arrays["Generator.transform.0.weight"]).all()
+
+
+def test_realism_run_resumes_where_it_stopped(images: Path, base: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r"
+    common = ["train", str(images), "--stage", "realism", "--init", str(base), *FAST, "--log-every", "1",
+              "--save-every", "0", "--val-every", "0", "--out", str(out)]
+    code, err = run_cli([*common, "--steps", "2"], capsys)
+    assert code == 0, err
+    code, err = run_cli(["train", "--resume", str(out), "--steps", "4"], capsys)
+    assert code == 0, err
+    assert [r["step"] for r in records(out, "train")] == [1, 2, 3, 4]
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["steps"] == 4 and state["stage"] == "realism"
+    code, err = run_cli(["train", "--resume", str(out), "--steps", "5", "--beta", "1"], capsys)
+    assert code != 0 and "cannot change --beta" in err
+
+
+def test_realism_stage_needs_a_gdn_init(images: Path, tmp_path: Path, capsys) -> None:
+    hific_layers = make_tiny_weights(tmp_path / "tiny.safetensors", preset="tiny")
+    code, err = run_cli(["train", str(images), "--stage", "realism", "--init", str(hific_layers), *FAST,
+                         "--steps", "1", "--out", str(tmp_path / "x")], capsys)
+    assert code != 0 and "'gdn' model" in err
+    code, err = run_cli(["train", str(images), "--stage", "realism", *FAST, "--steps", "1",
+                         "--out", str(tmp_path / "y")], capsys)
+    assert code != 0 and "needs --init" in err
+
+
+def test_a_changed_realism_tensor_is_refused(realism_run: Path, tmp_path: Path) -> None:
+    from hificli.errors import ModelMismatchError
+
+    source = realism_run / "weights.safetensors"
+    tensors = load_file(str(source))
+    tensors["Realism.shift.0"] = tensors["Realism.shift.0"] + 0.25
+    with open(source, "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    tampered = tmp_path / "tampered.safetensors"
+    save_file(tensors, str(tampered), metadata=header["__metadata__"])
+    with pytest.raises(ModelMismatchError, match="realism decoder does not match"):
+        read_verified(tampered)

@@ -15,12 +15,21 @@ Kinds (``load_perceptual(kind)``):
 
 Every network maps two image batches in [0, 1], shape (N, 3, H, W), to per-image distances (N,). The
 numbers of ST-LPIPS are not comparable with published (standard) LPIPS values.
+
+How the frozen network runs is its :class:`Execution` (``net.execution``); every setting gives the same
+distances and gradients up to float rounding (``benchmarks/bench_perceptual.py`` measures what each
+saves). The default, :data:`FAST`: ST-AlexNet's stride-1 11x11 conv1 and its stride-2 blur as one
+stride-2 13x13 convolution computed as 2x2 phases (borders corrected to the reflect padding),
+channels-last layout, and the two images as separate passes, so that the backward skips the one that
+needs no gradient (the reference image in training). :data:`PLAIN` is the network as first written (one
+batch of both images, contiguous layout).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +47,25 @@ LPIPS_ENV = "HIFIC_LPIPS_WEIGHTS"
 # Input scaling of LPIPS v0.1 after mapping [0, 1] to [-1, 1] (also stored in the ST-LPIPS files).
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a perceptual network runs; the distances are the same (float rounding) for every setting.
+
+    ``fused_stem``: ST-AlexNet's conv1 + blur1 as one stride-2 convolution (other networks ignore it).
+    ``channels_last``: run the trunk in NHWC layout (oneDNN's fast path for pooling and blurs on CPU).
+    ``split_reference``: run the two images as separate passes (else as one concatenated batch, whose
+    backward also computes the input gradient of the image that needs none, the reference in training).
+    """
+
+    fused_stem: bool = True
+    channels_last: bool = True
+    split_reference: bool = True
+
+
+FAST = Execution()
+PLAIN = Execution(fused_stem=False, channels_last=False, split_reference=False)
 
 
 def resolve_kind(kind: str) -> str:
@@ -114,7 +142,9 @@ def _make_modules():
             return F.conv2d(x, self.filt, stride=2, groups=x.shape[1])
 
     class Distance(nn.Module):
-        """Shared LPIPS head: scale inputs, run a trunk, sum weighted spatial means of feature diffs."""
+        """Shared LPIPS head: scale inputs, run a trunk, sum weighted spatial means of feature diffs.
+
+        ``execution`` (an :class:`Execution`, default :data:`FAST`) says how the trunk runs."""
 
         def __init__(self, trunk: nn.Module, channels: tuple[int, ...]) -> None:
             super().__init__()
@@ -122,17 +152,26 @@ def _make_modules():
             self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
             self.trunk = trunk
             self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
+            self.execution = FAST
+
+        def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+            """(N,3,H,W) in [0,1] -> the trunk's features, unit-normalised along channels."""
+            x = (x * 2.0 - 1.0 - self.shift) / self.scale
+            if self.execution.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return [_normalize(f) for f in self.trunk(x, self.execution)]
 
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             """(N,3,H,W) x2 in [0,1] -> (N,) distances."""
             n = a.shape[0]
-            both = torch.cat([a, b]) * 2.0 - 1.0
-            feats = self.trunk((both - self.shift) / self.scale)
+            if self.execution.split_reference:  # autograd records only the pass of an input needing grad
+                fa, fb = self.features(a), self.features(b)
+            else:
+                both = self.features(torch.cat([a, b]))
+                fa, fb = [f[:n] for f in both], [f[n:] for f in both]
             total = a.new_zeros(n)
-            for lin, f in zip(self.lins, feats, strict=True):
-                f = _normalize(f)
-                d = (f[:n] - f[n:]) ** 2
-                total = total + lin(d).mean(dim=(1, 2, 3))
+            for lin, p, q in zip(self.lins, fa, fb, strict=True):
+                total = total + lin((p - q) ** 2).mean(dim=(1, 2, 3))
             return total
 
     class STAlexTrunk(nn.Module):
@@ -149,8 +188,12 @@ def _make_modules():
             self.conv4 = nn.Conv2d(384, 256, 3, padding=1)
             self.conv5 = nn.Conv2d(256, 256, 3, padding=1)
 
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-            r1 = F.relu(self.blur1(self.conv1(x)))
+        def forward(self, x: torch.Tensor, execution: Execution) -> list[torch.Tensor]:
+            if execution.fused_stem:
+                layout = torch.channels_last if execution.channels_last else torch.contiguous_format
+                r1 = F.relu(self.stem(x, layout))
+            else:
+                r1 = F.relu(self.blur1(self.conv1(x)))
             h = self.blur2(F.max_pool2d(r1, 3, stride=1))
             r2 = F.relu(self.conv2(h))
             h = self.blur3(F.max_pool2d(r2, 3, stride=1))
@@ -158,6 +201,37 @@ def _make_modules():
             r4 = F.relu(self.conv4(r3))
             r5 = F.relu(self.conv5(r4))
             return [r1, r2, r3, r4, r5]
+
+        def stem(self, x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+            """``blur1(conv1(x))`` as one stride-2 convolution: (N,3,H,W) -> (N,64,(H-5)//2+1,(W-5)//2+1).
+
+            Away from the borders, blur1 o conv1 is conv1's kernel blurred to 13x13 at stride 2, computed as
+            a 7x7 convolution of the 2x2 phases of the input (12 channels). conv1's output Y (side L = H-6)
+            is reflect-padded before the blur, so the outer rows and columns differ: output 0 equals output
+            1 (taps Y2, Y1, Y0 = Y0, Y1, Y2); the last output equals the one before it for odd L, and is
+            (Y[L-2] + Y[L-1]) / 2 for even L, taken from conv1 evaluated on a two-row (column) strip.
+            """
+            weight, bias = self.conv1.weight, self.conv1.bias
+            c, h, w = weight.shape[0], x.shape[-2], x.shape[-1]
+            taps = self.blur1.filt[:1]  # (1, 1, 3, 3) binomial
+            kernel = F.conv_transpose2d(weight.reshape(-1, 1, 11, 11), taps).reshape(c, 3, 13, 13)
+            phases = F.pad(kernel, (0, 1, 0, 1)).reshape(c, 3, 7, 2, 7, 2).permute(0, 1, 3, 5, 2, 4)
+            phases = phases.reshape(c, 12, 7, 7).contiguous(memory_format=layout)
+            padded = F.pad(x, (4, 4 + w % 2, 4, 4 + h % 2))
+            z = F.conv2d(F.pixel_unshuffle(padded, 2).contiguous(memory_format=layout), phases, bias)
+            x2 = F.pad(x, (2, 2, 2, 2))
+            down = taps.sum(dim=-1, keepdim=True).expand(c, 1, 3, 1)  # [1, 2, 1] / 4 down the rows
+            # (dim, L, then the exact reflect-padded blur along the other axis: padding, taps, stride)
+            for dim, side, pad, blur, stride in ((3, w - 6, (0, 0, 2, 2), down, (2, 1)),
+                                                 (2, h - 6, (2, 2, 0, 0), down.transpose(2, 3), (1, 2))):
+                if side % 2:
+                    last = z.narrow(dim, z.shape[dim] - 2, 1)
+                else:  # (Y[L-2] + Y[L-1]) / 2 from conv1 on the strip of input that makes them
+                    strip = F.conv2d(x2.narrow(dim, side - 2, 12), weight, bias).mean(dim=dim, keepdim=True)
+                    last = F.conv2d(F.pad(strip, pad, mode="reflect"), blur, stride=stride, groups=c)
+                inner = z.narrow(dim, 1, z.shape[dim] - 2)
+                z = torch.cat([z.narrow(dim, 1, 1), inner, last], dim=dim)
+            return z.contiguous(memory_format=layout)
 
     class STVggTrunk(nn.Module):
         """Shift-tolerant VGG16 features: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
@@ -177,7 +251,7 @@ def _make_modules():
                     c_in = w
                 self.stages.append(convs)
 
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        def forward(self, x: torch.Tensor, execution: Execution) -> list[torch.Tensor]:
             out = []
             for i, (blur, convs) in enumerate(zip(self.blurs, self.stages, strict=True)):
                 if i:
@@ -198,7 +272,7 @@ def _make_modules():
             self.conv4 = nn.Conv2d(384, 256, 3, padding=1)
             self.conv5 = nn.Conv2d(256, 256, 3, padding=1)
 
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        def forward(self, x: torch.Tensor, execution: Execution) -> list[torch.Tensor]:
             r1 = F.relu(self.conv1(x))
             r2 = F.relu(self.conv2(F.max_pool2d(r1, 3, stride=2)))
             r3 = F.relu(self.conv3(F.max_pool2d(r2, 3, stride=2)))
@@ -274,14 +348,16 @@ def _build(kind: str) -> nn.Module:
     return net
 
 
-def load_perceptual(kind: str = "stlpips-alex") -> nn.Module:
+def load_perceptual(kind: str = "stlpips-alex", execution: Execution = FAST) -> nn.Module:
     """Build a frozen perceptual distance: ``net(a, b)`` maps two (N,3,H,W) batches in [0,1] to (N,).
 
-    The module is in eval mode and has no trainable parameters; ``net.kind`` names the network.
-    Raises :class:`ModelUnavailableError` when the weights cannot be found.
+    The module is in eval mode and has no trainable parameters; ``net.kind`` names the network and
+    ``net.execution`` (assignable) says how it runs. Raises :class:`ModelUnavailableError` when the
+    weights cannot be found.
     """
     kind = resolve_kind(kind)
     net = _build(kind)
+    net.execution = execution
     for p in net.parameters():
         p.requires_grad_(False)
     net.eval()

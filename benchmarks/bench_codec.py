@@ -73,9 +73,10 @@ def main() -> None:
     from PIL import Image
 
     import hificli
-    from hificli import container
+    from hificli import container, tiling
     from hificli.codec import _pad, decode_file, decode_latents, encode_source, padded_size
     from hificli.entropy.coder import decode_symbols, encode_symbols
+    from hificli.entropy.exact import OUT_FRAC
     from hificli.imageio import to_source_image
 
     print(describe())
@@ -103,21 +104,25 @@ def main() -> None:
         row("encoder (analysis transform)", f"{t:.3f} s", loads)
         t, loads, z = timed(lambda: model.network.Hyperprior.analysis(y), r)
         row("hyper-analysis", f"{t:.3f} s", loads)
-    y, z_hat = y.cpu(), torch.floor(z + 0.5).cpu()
-    t, loads, (mu, y_idx) = timed(lambda: model.latent_parameters(z_hat), r)
+    y, z_hat = y.cpu(), torch.floor(z + 0.5).cpu().numpy()
+    latent = model.latent
+    thresholds = latent.y_table.scale_thresholds_fixed
+    t, loads, (mu, y_idx) = timed(
+        lambda: tiling.hyper_parameters(latent.size, latent.exact, z_hat, thresholds, latent.tiling), r)
     row("exact hyper-synthesis (mu, sigma, indexes)", f"{t:.3f} s", loads)
-    y_sym = np.clip(torch.floor(y[0].double() - mu[0] + 0.5).numpy(), -2**31 + 1, 2**31 - 1).astype(np.int32)
+    centred = y[0].double().numpy() - mu[0] * 2.0**-OUT_FRAC
+    y_sym = np.clip(np.floor(centred + 0.5), -2**31 + 1, 2**31 - 1).astype(np.int32)
     y_idx = y_idx.reshape(y_sym.shape)
     n_y = y_sym.size
-    t, loads, y_bytes = timed(lambda: encode_symbols(y_sym, y_idx, model.y_table), r)
+    t, loads, y_bytes = timed(lambda: encode_symbols(y_sym, y_idx, latent.y_table), r)
     row(f"latent entropy encode ({n_y:,} symbols)", f"{t * 1e3:.1f} ms ({n_y / t / 1e6:.1f} M sym/s)", loads,
         PORT["rans_encode"])
-    t, loads, _ = timed(lambda: decode_symbols(y_bytes, y_idx, model.y_table), r)
+    t, loads, _ = timed(lambda: decode_symbols(y_bytes, y_idx, latent.y_table), r)
     row("latent entropy decode", f"{t * 1e3:.1f} ms ({n_y / t / 1e6:.1f} M sym/s)", loads, PORT["rans_decode"])
     t, loads, data = timed(lambda: encode_source(source, model), r)
     row("compress (image -> .hfc bytes)", f"{t:.3f} s", loads, PORT["compress"])
     hfc = container.unpack(data)
-    t, loads, y_hat = timed(lambda: decode_latents(hfc, model), r)
+    t, loads, y_hat = timed(lambda: decode_latents(hfc, latent), r)
     row("parse: entropy decode + exact hyper-synthesis", f"{t:.3f} s", loads)
     t_gen, loads, _ = timed(lambda: model.synthesise(y_hat, source.width, source.height), r)
     row("generator", f"{t_gen:.3f} s", loads, PORT["generator"])

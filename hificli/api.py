@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from hificli.codec import CodecModel
+    from hificli.latent import LatentModel
 
 
 def load_model(
@@ -23,6 +24,7 @@ def load_model(
     device: str = "cpu",
     half: bool = False,
     from_header: bool = False,
+    latent: LatentModel | None = None,
 ) -> CodecModel:
     """Load a model by registry name (pulling it on first use unless offline), weights file, port
     checkpoint (.pt) or training run directory. ``None`` loads the embedded default.
@@ -31,20 +33,42 @@ def load_model(
     run (:meth:`CodecModel.place`). A file decodes to the same latents on every device; the symbols an
     encoder writes follow its float latents, which can differ slightly between devices.
     ``from_header``: the name is a .hfc file's model id, resolved among registry and installed names
-    only, never as a path."""
+    only, never as a path. ``latent``: the model's :func:`load_latent_model`, loaded already (its
+    weights become the float network's: nothing is read twice)."""
     from hificli import weights
     from hificli.codec import CodecModel
     from hificli.device import check_device, resolve_device
+
+    check_device(device)  # an unavailable device fails before any loading (torch only for cuda)
+    if latent is None:
+        latent = load_latent_model(name_or_path, offline=offline, cache_dir=cache_dir, progress=progress,
+                                   from_header=from_header)
+    network = weights.build_network(latent.release_weights(), latent.info, latent.path)
+    return CodecModel(network, latent).place(resolve_device(device), half=half)
+
+
+def load_latent_model(
+    name_or_path: str | Path | None = None,
+    *,
+    offline: bool | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    from_header: bool = False,
+) -> LatentModel:
+    """The integer half of a model (hificli.latent: what decoding a file's latents needs), named as for
+    :func:`load_model`. A weights file is verified against its fingerprint and read with numpy, without
+    importing torch; a port checkpoint needs torch to be read."""
+    from hificli import weights
+    from hificli.latent import LatentModel
     from hificli.zoo.registry import DEFAULT_MODEL
     from hificli.zoo.resolve import resolve_model
 
-    check_device(device)  # an unavailable device fails before any loading (torch only for cuda)
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
-    path = resolve_model(name, offline=offline, cache_dir=cache_dir, progress=progress, from_header=from_header)
+    path = Path(resolve_model(name, offline=offline, cache_dir=cache_dir, progress=progress, from_header=from_header))
     if weights.is_port_checkpoint(path):
-        return _from_port_checkpoint(Path(path)).place(resolve_device(device), half=half)
-    network, z_table, y_table, info = weights.load_weights(path)  # checked before torch is imported
-    return CodecModel(network, z_table, y_table, info, Path(path)).place(resolve_device(device), half=half)
+        return _from_port_checkpoint(path)
+    arrays, info = weights.read_verified(path)  # numpy: no torch
+    return LatentModel.from_arrays(arrays, info, path)
 
 
 def checkpoint_model_id(path: Path) -> str:
@@ -54,24 +78,24 @@ def checkpoint_model_id(path: Path) -> str:
     return re.sub(r"^[^a-z0-9]+", "", text)[:64].rstrip("._-") or "checkpoint"
 
 
-def _from_port_checkpoint(path: Path) -> CodecModel:
+def _from_port_checkpoint(path: Path) -> LatentModel:
     """A port-layout checkpoint used directly: strict load, tables built in memory."""
     from hificli import weights
     from hificli.checkpoint import load_port_model
-    from hificli.codec import CodecModel
+    from hificli.latent import LatentModel
 
     network, _ = load_port_model(path)
     z_table, y_table = weights.build_tables(network)
-    state = network.inference_state_dict()
+    state = {k: v.detach().cpu().numpy() for k, v in network.inference_state_dict().items()}
     arrays = weights.table_arrays(z_table, y_table)
     info = weights.WeightsInfo(
         model_id=checkpoint_model_id(path),
         fingerprint=weights.fingerprint(state, arrays, network.config),
         config=network.config,
-        n_params=sum(t.numel() for t in state.values()),
+        n_params=sum(v.size for v in state.values()),
         half=False,
     )
-    return CodecModel(network, z_table, y_table, info, path)
+    return LatentModel.from_arrays({**state, **arrays}, info, path)
 
 
 def encode(

@@ -11,13 +11,15 @@ Models with a context (hificli.models.context) code the latents in groups, one s
 (mu, sigma), each later one with (mu, sigma) corrected by the exact context networks from the groups
 decoded before it (hificli.entropy.context).
 Only integer data and integer-exact arithmetic decide how bits are parsed, so the decoded latents are
-bit-identical in any process, thread count or machine.
+bit-identical in any process, thread count or machine. That part is numpy only (hificli.latent.LatentModel:
+tables, exact hyper-synthesis and context, rate levels): :func:`decode_latents` needs no torch, which
+only the float transforms (:class:`CodecModel`) import.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,15 +28,14 @@ import numpy as np
 from hificli import container
 from hificli.errors import CorruptFileError, ModelMismatchError, UnsupportedVersionError
 from hificli.imageio import SourceImage
-from hificli.tiling import Tiling
+from hificli.latent import LatentModel
+from hificli.tiling import ModelSize, Tiling
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from hificli.entropy.context import ExactContext
-    from hificli.entropy.exact import ExactHyperSynthesis
-    from hificli.entropy.tables import CdfTable
+    from hificli.models.config import ArchConfig
     from hificli.models.hific import HificModel
     from hificli.weights import WeightsInfo
 
@@ -55,32 +56,17 @@ def padded_size(width: int, height: int) -> tuple[int, int]:
 
 @dataclass
 class CodecModel:
-    """A loaded model ready to code: network (eval mode), integer tables and exact hyper-synthesis.
+    """A loaded model ready to code: the float network (eval mode) and the integer ``latent`` model
+    (tables, exact hyper-synthesis and context, rate levels) that decides how bits are parsed.
     ``tiling`` says how large images are split to bound memory (hificli.tiling; never changes the bits
     a decoder reads)."""
 
     network: HificModel
-    z_table: CdfTable
-    y_table: CdfTable
-    info: WeightsInfo
-    path: Path | None = None
-    tiling: Tiling = field(default_factory=Tiling)
+    latent: LatentModel
     #: Where the float transforms run (see :meth:`place`); the exact path always runs on the CPU.
     device: str = "cpu"
     #: The generator's autocast dtype name under ``--half`` ("bfloat16", "float16"), else None.
     half: str | None = None
-
-    def __post_init__(self) -> None:
-        from hificli.entropy.context import ExactContext
-        from hificli.entropy.exact import ExactHyperSynthesis
-
-        hyper = self.network.Hyperprior
-        self.exact: ExactHyperSynthesis = ExactHyperSynthesis(hyper.synthesis_mu, hyper.synthesis_std)
-        config = self.network.config
-        self.context: ExactContext | None = (
-            ExactContext(self.network.Context, config.context, config.latent_channels)
-            if self.network.has_context else None
-        )
 
     def place(self, device: str = "cpu", *, half: bool = False) -> CodecModel:
         """Move the float transforms to ``device`` (``auto``, ``cpu``, ``cuda[:N]``; hificli.device);
@@ -101,69 +87,61 @@ class CodecModel:
         return self
 
     @property
+    def tiling(self) -> Tiling:
+        return self.latent.tiling
+
+    @tiling.setter
+    def tiling(self, policy: Tiling) -> None:
+        self.latent.tiling = policy
+
+    @property
+    def info(self) -> WeightsInfo:
+        return self.latent.info
+
+    @property
+    def path(self) -> Path | None:
+        return self.latent.path
+
+    @property
     def model_id(self) -> str:
-        return self.info.model_id
+        return self.latent.model_id
 
     @property
     def fingerprint(self) -> bytes:
-        return self.info.fingerprint
+        return self.latent.fingerprint
 
     @property
-    def config(self):
-        return self.network.config
+    def config(self) -> ArchConfig:
+        return self.latent.config
+
+    @property
+    def size(self) -> ModelSize:
+        return self.latent.size
 
     @property
     def variable_rate(self) -> bool:
         """True if the model takes a quality (its latents are quantized with rate-level steps)."""
-        return self.network.variable_rate
-
-    def steps_fixed(self, quality_code: int | None) -> np.ndarray | None:
-        """Fixed-point quantization steps (int64, (C,)) for a quality code; None for fixed-rate models.
-
-        Variable-rate models need a code and fixed-rate models refuse one (ValueError)."""
-        from hificli.entropy.rate import steps_at
-
-        if not self.variable_rate:
-            if quality_code is not None:
-                raise ValueError(f"model {self.model_id!r} is fixed-rate: it takes no quality")
-            return None
-        if quality_code is None:
-            raise ValueError(f"model {self.model_id!r} is variable-rate: it needs a quality")
-        levels = self.network.RateSteps.levels_fixed
-        if levels is None:
-            raise ValueError(f"model {self.model_id!r} has no stored rate levels")
-        return steps_at(levels, quality_code)
+        return self.latent.variable_rate
 
     # -- stages -------------------------------------------------------------------------------------
 
     def analyse(self, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (H, W, 3) padded image -> (y float32, z_hat float32 integer-valued), in tiles."""
+        """uint8 (H, W, 3) padded image -> (y float32, z_hat float32 integer-valued), in tiles; an image
+        over the memory limit is refused first (the decoder's rule: hificli.tiling.check_fits)."""
         from hificli import tiling
 
+        tiling.check_fits(self.size, pixels.shape[1], pixels.shape[0], self.tiling)
         y = tiling.encode_latents(self.network, pixels, self.tiling)
         return y, tiling.analyse_hyper(self.network, y, self.tiling)
 
-    def mean_scale(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """Exact (mu float64, sigma fixed point int64) per latent element from integer hyperlatents."""
-        from hificli import tiling
-
-        return tiling.hyper_mean_scale(self.network, self.exact, z_hat, self.tiling)
-
-    def latent_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """Exact (mu float64, table row per latent element) from integer hyperlatents (tiled, and
-        bit-identical to the untiled computation)."""
-        from hificli import tiling
-
-        thresholds = self.y_table.scale_thresholds_fixed
-        return tiling.hyper_parameters(self.network, self.exact, z_hat, thresholds, self.tiling)
-
-    def synthesise(self, y_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
-        """Latents -> uint8 (height, width, 3) reconstruction, in tiles."""
+    def synthesise(self, y_hat: np.ndarray | torch.Tensor, width: int, height: int) -> np.ndarray:
+        """Latents (1, C, h, w) -> uint8 (height, width, 3) reconstruction, in tiles."""
         import torch
 
         from hificli import tiling
 
         half = getattr(torch, self.half) if self.half else None
+        y_hat = torch.as_tensor(y_hat)
         return tiling.generate_image(self.network, y_hat, width, height, self.tiling, half=half)
 
 
@@ -175,11 +153,6 @@ def _pad(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.pad(pixels, pad, mode="reflect" if reflectable else "edge")
 
 
-def _symbols_to_int32(values: torch.Tensor) -> np.ndarray:
-    array = values.detach().double().numpy()
-    return np.clip(array, -_INT32_MAX, _INT32_MAX).astype(np.int32)
-
-
 @dataclass
 class Analysis:
     """What an encode computes once, whatever the quality: latents, the coded hyperlatents and the
@@ -188,29 +161,32 @@ class Analysis:
     source: SourceImage
     padded_width: int
     padded_height: int
-    y: torch.Tensor  #: float32 (1, C, h, w)
+    y: np.ndarray  #: float32 (1, C, h, w)
     z_shape: tuple[int, ...]
     z_bytes: bytes
-    mu: torch.Tensor  #: float64 (1, C, h, w)
+    mu_fixed: np.ndarray  #: int64 (1, C, h, w), OUT_FRAC fractional bits
     scale_fixed: np.ndarray  #: int64 (1, C, h, w)
 
 
 def analyse_source(source: SourceImage, model: CodecModel) -> Analysis:
     """Run the analysis transforms and code the hyperlatents of a policy-converted image."""
-    import torch
-
     from hificli.entropy.coder import encode_symbols, settle_final_run
 
+    latent = model.latent
     pw, ph = padded_size(source.width, source.height)
     y, z_hat = model.analyse(_pad(source.pixels, pw, ph))
-    z_symbols = _symbols_to_int32(z_hat[0])
+    z_symbols = _to_int32(z_hat[0].double().numpy())
     z_indexes = np.broadcast_to(np.arange(z_symbols.shape[0])[:, None, None], z_symbols.shape)
-    settled = settle_final_run(z_symbols, z_indexes, model.z_table)
-    if settled is not z_symbols:  # the decoder will see these hyperlatents: so must mu and sigma
-        z_symbols, z_hat = settled, torch.from_numpy(settled.astype(np.float32))[None]
-    z_bytes = encode_symbols(z_symbols, z_indexes, model.z_table)
-    mu, scale_fixed = model.mean_scale(z_hat)
-    return Analysis(source, pw, ph, y, tuple(z_symbols.shape), z_bytes, mu, scale_fixed)
+    # the decoder will see the settled hyperlatents: so must mu and sigma
+    z_symbols = settle_final_run(z_symbols, z_indexes, latent.z_table)
+    z_bytes = encode_symbols(z_symbols, z_indexes, latent.z_table)
+    mu_fixed, scale_fixed = latent.mean_scale(z_symbols[None])
+    return Analysis(source, pw, ph, y.numpy(), tuple(z_symbols.shape), z_bytes, mu_fixed, scale_fixed)
+
+
+def _to_int32(values: np.ndarray) -> np.ndarray:
+    """Integer-valued float64 -> int32, clipped to the int32 range."""
+    return np.clip(values, -_INT32_MAX, _INT32_MAX).astype(np.int32)
 
 
 def _rows(scale_fixed: np.ndarray, steps: np.ndarray | None, thresholds: np.ndarray) -> np.ndarray:
@@ -228,9 +204,14 @@ def _step_tensor(steps: np.ndarray) -> torch.Tensor:
     """Fixed-point steps (C,) -> float64 (1, C, 1, 1) step sizes (exact: a power-of-two scaling)."""
     import torch
 
+    return torch.from_numpy(_step_sizes(steps).reshape(1, -1, 1, 1))
+
+
+def _step_sizes(steps: np.ndarray) -> np.ndarray:
+    """Fixed-point steps -> float64 step sizes of the same shape (exact: a power-of-two scaling)."""
     from hificli.entropy.rate import STEP_FRAC
 
-    return torch.from_numpy(steps.astype(np.float64) * 2.0**-STEP_FRAC).reshape(1, -1, 1, 1)
+    return steps.astype(np.float64) * 2.0**-STEP_FRAC
 
 
 def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | None = None) -> bytes:
@@ -238,27 +219,29 @@ def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | Non
     None for fixed-rate ones) into the bytes of a .hfc file."""
     from hificli.entropy.coder import encode_symbols, settle_final_run
 
-    steps = model.steps_fixed(quality_code)
+    latent = model.latent
+    steps = latent.steps_fixed(quality_code)
     streams, payloads = [container.StreamInfo("z", analysis.z_shape, len(analysis.z_bytes))], [analysis.z_bytes]
 
     def add(name: str, symbols: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Code one latent stream; returns the symbols as coded (see settle_final_run)."""
-        symbols = settle_final_run(symbols, rows, model.y_table)
-        payloads.append(encode_symbols(symbols, rows, model.y_table))
+        symbols = settle_final_run(symbols, rows, latent.y_table)
+        payloads.append(encode_symbols(symbols, rows, latent.y_table))
         streams.append(container.StreamInfo(name, tuple(symbols.shape), len(payloads[-1])))
         return symbols
 
-    if model.context is None:
-        y_symbols = _quantize(analysis.y, analysis.mu, steps)
-        add("y", y_symbols, _rows(analysis.scale_fixed, steps, model.y_table.scale_thresholds_fixed)
+    y = analysis.y[0].astype(np.float64)
+    if latent.context is None:
+        step = None if steps is None else steps.reshape(-1, 1, 1)
+        y_symbols = _quantize_fixed(y, analysis.mu_fixed[0], step)
+        add("y", y_symbols, _rows(analysis.scale_fixed, steps, latent.y_table.scale_thresholds_fixed)
             .reshape(y_symbols.shape))
     else:
-        y = analysis.y[0].double().numpy()
 
         def quantize_group(group, mu_g: np.ndarray, step_g: np.ndarray | None, rows_g: np.ndarray) -> np.ndarray:
             return add(group.name, _quantize_fixed(group.take(y), mu_g, step_g), rows_g)
 
-        _code_groups(model, analysis.mu, analysis.scale_fixed, steps, quantize_group)
+        _code_groups(latent, analysis.mu_fixed, analysis.scale_fixed, steps, quantize_group)
     source = analysis.source
     header = container.Header(
         model_id=model.model_id,
@@ -273,47 +256,37 @@ def code_analysis(analysis: Analysis, model: CodecModel, quality_code: int | Non
         coder_id=container.CODER_ANS,
         coder_version=container.CODER_VERSION,
         quality_code=quality_code,
-        spatial_context=model.context is not None,
+        spatial_context=latent.context is not None,
     )
     return container.pack(header, payloads)
 
 
-def _quantize(y: torch.Tensor, mu: torch.Tensor, steps: np.ndarray | None) -> np.ndarray:
-    """Latent symbols int32 (C, h, w): ``floor((y - mu) / step + 0.5)`` of a (1, C, h, w) batch."""
-    import torch
-
-    centred = y[0].double() - mu[0]
-    if steps is not None:
-        centred = centred / _step_tensor(steps)[0]
-    return _symbols_to_int32(torch.floor(centred + 0.5))
-
-
 def _quantize_fixed(y: np.ndarray, mu_fixed: np.ndarray, step_fixed: np.ndarray | None) -> np.ndarray:
-    """Symbols int32 ``floor((y - mu) / step + 0.5)`` of float64 latents against fixed-point mu / step
-    (the same float64 operations as :func:`_quantize`)."""
+    """Symbols int32 ``floor((y - mu) / step + 0.5)`` of float64 latents against fixed-point mu / step."""
     from hificli.entropy.exact import OUT_FRAC
 
     centred = y - mu_fixed.astype(np.float64) * 2.0**-OUT_FRAC
     if step_fixed is not None:
         centred = centred / (step_fixed.astype(np.float64) * 2.0**-OUT_FRAC)
-    return np.clip(np.floor(centred + 0.5), -_INT32_MAX, _INT32_MAX).astype(np.int32)
+    return _to_int32(np.floor(centred + 0.5))
 
 
-def _code_groups(model: CodecModel, mu: torch.Tensor, scale_fixed: np.ndarray, steps: np.ndarray | None,
-                 code) -> tuple[np.ndarray, torch.Tensor]:
+def _code_groups(latent: LatentModel, mu_fixed: np.ndarray, scale_fixed: np.ndarray, steps: np.ndarray | None,
+                 code) -> tuple[np.ndarray, np.ndarray]:
     """Run a context model's coding groups in order: each group's exact (mu, scale), its table rows, then
-    ``code(group, mu_g, step_g, rows_g) -> symbols_g`` (quantize + encode, or decode). Returns
-    (symbols int32 (C, h, w), mu float64 (1, C, h, w)) of every latent."""
+    ``code(group, mu_g, step_g, rows_g) -> symbols_g`` (quantize + encode, or decode). mu_fixed,
+    scale_fixed: the hyperprior's, int64 (1, C, h, w). Returns (symbols int32 (C, h, w), mu_fixed int64
+    (1, C, h, w)) of every latent."""
     from hificli.entropy.exact import OUT_FRAC
 
-    context = model.context
-    thresholds = model.y_table.scale_thresholds_fixed
-    mu_fixed, scale = _mu_fixed(mu)[0], scale_fixed[0]
-    decoded = np.zeros(mu_fixed.shape, dtype=np.int64)
-    symbols = np.zeros(mu_fixed.shape, dtype=np.int32)
-    mu_out = np.zeros(mu_fixed.shape, dtype=np.int64)
+    context = latent.context
+    thresholds = latent.y_table.scale_thresholds_fixed
+    mu_in, scale = mu_fixed[0], scale_fixed[0]
+    decoded = np.zeros(mu_in.shape, dtype=np.int64)
+    symbols = np.zeros(mu_in.shape, dtype=np.int32)
+    mu_out = np.zeros(mu_in.shape, dtype=np.int64)
     for index, group in enumerate(context.groups):
-        mu_g, scale_g = context.group_parameters(index, decoded, mu_fixed, scale)
+        mu_g, scale_g = context.group_parameters(index, decoded, mu_in, scale)
         step_g = None if steps is None else steps[group.lo : group.hi].reshape(-1, 1, 1)
         rows_g = _rows(scale_g, step_g, thresholds).reshape(mu_g.shape)
         symbols_g = code(group, mu_g, step_g, rows_g)
@@ -321,22 +294,7 @@ def _code_groups(model: CodecModel, mu: torch.Tensor, scale_fixed: np.ndarray, s
         group.put(decoded, mu_g + symbols_g.astype(np.int64) * unit)
         group.put(symbols, symbols_g)
         group.put(mu_out, mu_g)
-    return symbols, _mu_float(mu_out[None])
-
-
-def _mu_fixed(mu: torch.Tensor) -> np.ndarray:
-    """Exact means (float64, multiples of 2**-OUT_FRAC) -> their int64 fixed-point values."""
-    from hificli.entropy.exact import OUT_FRAC
-
-    return (mu.detach().numpy() * 2.0**OUT_FRAC).astype(np.int64)
-
-
-def _mu_float(mu_fixed: np.ndarray) -> torch.Tensor:
-    import torch
-
-    from hificli.entropy.exact import OUT_FRAC
-
-    return torch.from_numpy(mu_fixed.astype(np.float64) * 2.0**-OUT_FRAC)
+    return symbols, mu_out[None]
 
 
 def latent_stream_shapes(config, height: int, width: int) -> dict[str, tuple[int, ...]]:
@@ -399,56 +357,51 @@ def expected_streams(header: container.Header, config, fingerprint: bytes, model
     return expected
 
 
-def decode_latents(hfc: container.HfcFile, model: CodecModel) -> torch.Tensor:
-    """Entropy-decode a parsed file into the latents y_hat (float32, (1, C, H/16, W/16))."""
-    import torch
-
+def decode_latents(hfc: container.HfcFile, latent: LatentModel) -> np.ndarray:
+    """Entropy-decode a parsed file into the latents y_hat, float32 (1, C, H/16, W/16): numpy and the
+    integer model only (no torch). A file the model cannot decode (another model's, a damaged stream,
+    an image over the memory limit) raises its HificError before anything image-sized is allocated."""
     from hificli import tiling
     from hificli.entropy.coder import decode_symbols
 
     header = hfc.header
-    config = model.config
-    expected = expected_streams(header, config, model.fingerprint, model.model_id)
-    steps = model.steps_fixed(header.quality_code)
+    config = latent.config
+    expected = expected_streams(header, config, latent.fingerprint, latent.model_id)
+    steps = latent.steps_fixed(header.quality_code)
     pw, ph = header.padded_width, header.padded_height
-    tiling.check_fits(model.network, pw, ph, model.tiling)  # before allocating anything image-sized
+    tiling.check_fits(latent.size, pw, ph, latent.tiling)  # before allocating anything image-sized
     z_shape = expected["z"]
     z_indexes = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
-    z_symbols = decode_symbols(hfc.stream("z"), z_indexes, model.z_table, stream="z").reshape(z_shape)
-    z_hat = torch.from_numpy(z_symbols.astype(np.float32)).unsqueeze(0)
-    mu, scale_fixed = model.mean_scale(z_hat)
-    thresholds = model.y_table.scale_thresholds_fixed
+    z_symbols = decode_symbols(hfc.stream("z"), z_indexes, latent.z_table, stream="z").reshape(z_shape)
+    mu_fixed, scale_fixed = latent.mean_scale(z_symbols[None])
     y_shape = (config.latent_channels, ph // 16, pw // 16)
-    if model.context is None:
-        y_indexes = _rows(scale_fixed, steps, thresholds).reshape(y_shape)
+    if latent.context is None:
+        y_indexes = _rows(scale_fixed, steps, latent.y_table.scale_thresholds_fixed).reshape(y_shape)
         del scale_fixed
-        y_symbols = decode_symbols(hfc.stream("y"), y_indexes, model.y_table, stream="y").reshape(y_shape)
+        y_symbols = decode_symbols(hfc.stream("y"), y_indexes, latent.y_table, stream="y").reshape(y_shape)
     else:
-        y_symbols, mu = _decode_with_context(hfc, model, mu, scale_fixed, steps)
-    y_hat = torch.from_numpy(y_symbols.astype(np.float64)).unsqueeze(0)
+
+        def decode_group(group, mu_g: np.ndarray, step_g: np.ndarray | None, rows_g: np.ndarray) -> np.ndarray:
+            return decode_symbols(hfc.stream(group.name), rows_g, latent.y_table, stream=group.name).reshape(mu_g.shape)
+
+        y_symbols, mu_fixed = _code_groups(latent, mu_fixed, scale_fixed, steps, decode_group)
+    return _dequantize(y_symbols, mu_fixed, steps)
+
+
+def _dequantize(symbols: np.ndarray, mu_fixed: np.ndarray, steps: np.ndarray | None) -> np.ndarray:
+    """Latents float32 (1, C, h, w) ``symbol * step + mu`` (float64, then rounded once to float32)."""
+    from hificli.entropy.exact import OUT_FRAC
+
+    y_hat = symbols.astype(np.float64)[None]
     if steps is not None:
-        y_hat = y_hat * _step_tensor(steps)
-    return (y_hat + mu).float()
-
-
-def _decode_with_context(
-    hfc: container.HfcFile, model: CodecModel, mu: torch.Tensor, scale_fixed: np.ndarray,
-    steps: np.ndarray | None,
-) -> tuple[np.ndarray, torch.Tensor]:
-    """Decode a context model's streams group after group: (symbols int32 (C, h, w), mu float64
-    (1, C, h, w) of every latent)."""
-    from hificli.entropy.coder import decode_symbols
-
-    def decode_group(group, mu_g: np.ndarray, step_g: np.ndarray | None, rows_g: np.ndarray) -> np.ndarray:
-        return decode_symbols(hfc.stream(group.name), rows_g, model.y_table, stream=group.name).reshape(mu_g.shape)
-
-    return _code_groups(model, mu, scale_fixed, steps, decode_group)
+        y_hat = y_hat * _step_sizes(steps).reshape(1, -1, 1, 1)
+    return (y_hat + mu_fixed.astype(np.float64) * 2.0**-OUT_FRAC).astype(np.float32)
 
 
 def decode_file(data: bytes, model: CodecModel) -> tuple[np.ndarray, container.Header]:
     """Decode .hfc bytes into uint8 (H, W, 3) pixels and the file's header."""
     hfc = container.unpack(data)
-    y_hat = decode_latents(hfc, model)
+    y_hat = decode_latents(hfc, model.latent)
     header = hfc.header
     return model.synthesise(y_hat, header.width, header.height), header
 
@@ -480,7 +433,7 @@ def estimate_bits(source: SourceImage, model: CodecModel, quality_code: int | No
     hyper = model.network.Hyperprior
     if model.variable_rate and quality_code is None:
         quality_code = to_code(DEFAULT_QUALITY)
-    steps = model.steps_fixed(quality_code)
+    steps = model.latent.steps_fixed(quality_code)
     with torch.inference_mode():
         mu, scale = hyper.synthesis(z_hat)
         d = _step_tensor(steps).to(y.device, y.dtype) if steps is not None else None

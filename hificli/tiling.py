@@ -84,6 +84,20 @@ class Tiling:
             raise ValueError(f"max_memory must be positive, got {self.max_memory}")
 
 
+@dataclass(frozen=True)
+class ModelSize:
+    """What the memory estimates know of a model: its architecture and its parameter count (held as
+    fp32). Torch-free: the decoder checks a file against the limit before torch is imported."""
+
+    config: ArchConfig
+    n_params: int
+
+    @classmethod
+    def of(cls, network: HificModel) -> ModelSize:
+        """The size of a float network (for tiling its stages)."""
+        return cls(network.config, sum(p.numel() for p in network.parameters()))
+
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -146,15 +160,14 @@ _WHOLE_IMAGE = {
 }
 
 
-def resident_bytes(network: HificModel, latent_positions: int, stage: str) -> int:
-    """What the process holds outside ``stage``'s tile work: runtime, weights (plus the float64 copy of
-    the hyper-synthesis) and the whole-image buffers of that stage."""
-    params = sum(p.numel() * p.element_size() for p in network.parameters())
-    hyper = network.Hyperprior
-    exact = 8 * sum(p.numel() for m in (hyper.synthesis_mu, hyper.synthesis_std) for p in m.parameters())
+def resident_bytes(size: ModelSize, latent_positions: int, stage: str) -> int:
+    """What the process holds outside ``stage``'s tile work: runtime, weights (plus the float64 copies
+    of the integer decoder's nets) and the whole-image buffers of that stage."""
+    from hificli.models.geometry import exact_parameters
+
     fixed, per_channel = _WHOLE_IMAGE[stage]
-    per_position = fixed + per_channel * network.config.latent_channels
-    return RUNTIME_BYTES + params + exact + per_position * latent_positions
+    per_position = fixed + per_channel * size.config.latent_channels
+    return RUNTIME_BYTES + 4 * size.n_params + 8 * exact_parameters(size.config) + per_position * latent_positions
 
 
 #: Whole-image bytes per latent position in the untiled phases (entropy coding; measured ~60 per
@@ -162,20 +175,20 @@ def resident_bytes(network: HificModel, latent_positions: int, stage: str) -> in
 _CODING_FIXED, _CODING_PER_CHANNEL = 2 * 3 * LATENT * LATENT, 64
 
 
-def required_bytes(network: HificModel, padded_width: int, padded_height: int) -> int:
+def required_bytes(size: ModelSize, padded_width: int, padded_height: int) -> int:
     """Estimated peak bytes to code an image of this padded size with the smallest tiles."""
     positions = (padded_width // LATENT) * (padded_height // LATENT)
-    per_position = _CODING_FIXED + _CODING_PER_CHANNEL * network.config.latent_channels
-    return resident_bytes(network, 0, "trunk") + MIN_WORK_BYTES + per_position * positions
+    per_position = _CODING_FIXED + _CODING_PER_CHANNEL * size.config.latent_channels
+    return resident_bytes(size, 0, "trunk") + MIN_WORK_BYTES + per_position * positions
 
 
-def check_fits(network: HificModel, padded_width: int, padded_height: int, tiling: Tiling) -> None:
+def check_fits(size: ModelSize, padded_width: int, padded_height: int, tiling: Tiling) -> None:
     """Refuse, before any work or allocation, an image whose whole-image buffers alone would exceed
     ``tiling.max_memory``. Encoders and decoders apply the same rule, so what hific encodes under a
     limit it also decodes under it, and a tiny hostile file claiming a huge image fails at once."""
     from hificli.errors import InvalidInputError
 
-    need = required_bytes(network, padded_width, padded_height)
+    need = required_bytes(size, padded_width, padded_height)
     if need > tiling.max_memory:
         gib, n = 1024**3, tiling.workers
         shared = f" ({memory_size(n * tiling.max_memory)} shared by {n} workers)" if n > 1 else ""
@@ -188,7 +201,7 @@ def check_fits(network: HificModel, padded_width: int, padded_height: int, tilin
 
 
 def check_source_fits(
-    network: HificModel, width: int, height: int, tiling: Tiling, *, input_bytes: int = 0,
+    size: ModelSize, width: int, height: int, tiling: Tiling, *, input_bytes: int = 0,
     read_bytes_per_pixel: int = 24,
 ) -> None:
     """Refuse, from an image file's header alone (before one pixel is decoded), an image the encoder
@@ -198,8 +211,8 @@ def check_source_fits(
     from hificli.codec import padded_size
     from hificli.errors import InvalidInputError
 
-    check_fits(network, *padded_size(width, height), tiling)
-    need = resident_bytes(network, 0, "trunk") + input_bytes + read_bytes_per_pixel * width * height
+    check_fits(size, *padded_size(width, height), tiling)
+    need = resident_bytes(size, 0, "trunk") + input_bytes + read_bytes_per_pixel * width * height
     if need > tiling.max_memory:
         n = tiling.workers
         raise InvalidInputError(
@@ -209,9 +222,9 @@ def check_source_fits(
         )
 
 
-def work_budget(tiling: Tiling, network: HificModel, latent_positions: int, stage: str) -> int:
+def work_budget(tiling: Tiling, size: ModelSize, latent_positions: int, stage: str) -> int:
     """Bytes available to one tile's activations in ``stage`` under ``tiling.max_memory``."""
-    free = tiling.max_memory - resident_bytes(network, latent_positions, stage)
+    free = tiling.max_memory - resident_bytes(size, latent_positions, stage)
     return max(MIN_WORK_BYTES, int(WORK_FRACTION * free))
 
 
@@ -312,7 +325,7 @@ def plan(
 
 def stage_plan(
     stage: str,
-    network: HificModel,
+    size: ModelSize,
     tiling: Tiling,
     grid: tuple[int, int],
     *,
@@ -329,18 +342,18 @@ def stage_plan(
         return plan(region, grid, halo=halo)
     if tiling.tile is not None:
         return plan(region, grid, halo=halo, core=max(1, round(tiling.tile / unit_px)))
-    budget = work_budget(tiling, network, latent_positions, stage) - extra
-    max_area = max(1.0, budget / stage_costs(network.config)[stage])
+    budget = work_budget(tiling, size, latent_positions, stage) - extra
+    max_area = max(1.0, budget / stage_costs(size.config)[stage])
     return plan(region, grid, halo=halo, max_area=max_area)
 
 
-def _crop(t: torch.Tensor, tile: Tile, scale: int) -> torch.Tensor:
+def _crop(t: torch.Tensor | np.ndarray, tile: Tile, scale: int) -> torch.Tensor | np.ndarray:
     """The core of a stage output computed on ``tile.window`` (``scale`` output units per grid unit)."""
     (dr, dc), (h, w) = tile.offset, tile.core_shape
     return t[..., dr * scale : (dr + h) * scale, dc * scale : (dc + w) * scale]
 
 
-def _window(t: torch.Tensor, tile: Tile, scale: int = 1) -> torch.Tensor:
+def _window(t: torch.Tensor | np.ndarray, tile: Tile, scale: int = 1) -> torch.Tensor | np.ndarray:
     r0, r1, c0, c1 = tile.window
     return t[..., r0 * scale : r1 * scale, c0 * scale : c1 * scale]
 
@@ -384,14 +397,14 @@ def network_device(network: HificModel) -> torch.device:
 
 
 def encode_latents(network: HificModel, pixels: np.ndarray, tiling: Tiling) -> torch.Tensor:
-    """uint8 (H, W, 3) image, sides multiples of 64 -> y, float32 (1, C, H/16, W/16)."""
+    """uint8 (H, W, 3) image, sides multiples of 64 -> y, float32 (1, C, H/16, W/16). (The memory
+    limit is checked by the caller: hificli.codec.CodecModel.analyse.)"""
     import numpy as np
     import torch
 
-    check_fits(network, pixels.shape[1], pixels.shape[0], tiling)
     grid = (pixels.shape[0] // LATENT, pixels.shape[1] // LATENT)
     positions = grid[0] * grid[1]
-    tiles = stage_plan("encoder", network, tiling, grid, unit_px=LATENT, halo=ENCODER_HALO,
+    tiles = stage_plan("encoder", ModelSize.of(network), tiling, grid, unit_px=LATENT, halo=ENCODER_HALO,
                        latent_positions=positions)
     y = torch.empty((1, network.config.latent_channels, *grid), dtype=torch.float32)
     device = network_device(network)
@@ -408,7 +421,7 @@ def encode_latents(network: HificModel, pixels: np.ndarray, tiling: Tiling) -> t
     return y
 
 
-def _crop_into(dest: torch.Tensor, tile: Tile, out: torch.Tensor, scale: int = 1) -> None:
+def _crop_into(dest: torch.Tensor | np.ndarray, tile: Tile, out: torch.Tensor | np.ndarray, scale: int = 1) -> None:
     r0, r1, c0, c1 = tile.core
     dest[..., r0 * scale : r1 * scale, c0 * scale : c1 * scale] = _crop(out, tile, scale)
 
@@ -418,7 +431,7 @@ def analyse_hyper(network: HificModel, y: torch.Tensor, tiling: Tiling) -> torch
     import torch
 
     grid = (y.shape[2] // HYPER, y.shape[3] // HYPER)
-    tiles = stage_plan("analysis", network, tiling, grid, unit_px=LATENT * HYPER, halo=ANALYSIS_HALO,
+    tiles = stage_plan("analysis", ModelSize.of(network), tiling, grid, unit_px=LATENT * HYPER, halo=ANALYSIS_HALO,
                        latent_positions=y.shape[2] * y.shape[3])
     z_hat = torch.empty((1, network.config.hyper_channels, *grid), dtype=torch.float32)
     device = network_device(network)
@@ -431,44 +444,40 @@ def analyse_hyper(network: HificModel, y: torch.Tensor, tiling: Tiling) -> torch
 
 
 def hyper_mean_scale(
-    network: HificModel, exact: ExactHyperSynthesis, z_hat: torch.Tensor, tiling: Tiling,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Integer-exact (mu float64 (1, C, 4h, 4w), sigma fixed point int64 (1, C, 4h, 4w)) from z_hat.
+    size: ModelSize, exact: ExactHyperSynthesis, z_hat: np.ndarray, tiling: Tiling,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer-exact (mu_fixed, scale_fixed), int64 (1, C, 4h, 4w) with OUT_FRAC fractional bits, from
+    integer hyperlatents z_hat (1, N, h, w) of ``size``'s model (numpy only).
 
     Bit-identical to the untiled ``exact.fixed(z_hat)`` for any tiling (integer arithmetic, halo >= field).
     """
     import numpy as np
-    import torch
-
-    from hificli.entropy.exact import OUT_FRAC
 
     grid = (int(z_hat.shape[2]), int(z_hat.shape[3]))
     shape = (1, exact.out_channels, grid[0] * HYPER, grid[1] * HYPER)
-    tiles = stage_plan("synthesis", network, tiling, grid, unit_px=LATENT * HYPER, halo=SYNTHESIS_HALO,
+    tiles = stage_plan("synthesis", size, tiling, grid, unit_px=LATENT * HYPER, halo=SYNTHESIS_HALO,
                        latent_positions=shape[2] * shape[3])
-    mu = torch.empty(shape, dtype=torch.float64)
+    mu = np.empty(shape, dtype=np.int64)
     scale = np.empty(shape, dtype=np.int64)
     for tile in tiles:
         mu_fixed, scale_fixed = exact.fixed(_window(z_hat, tile))
-        _crop_into(mu, tile, mu_fixed.to(torch.float64).mul_(2.0**-OUT_FRAC), HYPER)
-        del mu_fixed
-        r0, r1, c0, c1 = (v * HYPER for v in tile.core)
-        scale[..., r0:r1, c0:c1] = _crop(scale_fixed, tile, HYPER).numpy()
+        _crop_into(mu, tile, mu_fixed, HYPER)
+        _crop_into(scale, tile, scale_fixed, HYPER)
+        del mu_fixed, scale_fixed
     release_freed_memory()
     return mu, scale
 
 
 def hyper_parameters(
-    network: HificModel, exact: ExactHyperSynthesis, z_hat: torch.Tensor, thresholds: np.ndarray,
-    tiling: Tiling,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Integer-exact (mu float64 (1, C, 4h, 4w), table row int32 (1, C, 4h, 4w)) from z_hat (1, N, h, w).
+    size: ModelSize, exact: ExactHyperSynthesis, z_hat: np.ndarray, thresholds: np.ndarray, tiling: Tiling,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer-exact (mu_fixed int64 (1, C, 4h, 4w), table row int32 (1, C, 4h, 4w)) from z_hat (1, N, h, w).
 
-    Bit-identical to the untiled ``exact(z_hat)`` for any tiling (integer arithmetic, halo >= field).
+    Bit-identical to the untiled computation for any tiling (integer arithmetic, halo >= field).
     """
     from hificli.entropy.exact import scale_indexes
 
-    mu, scale = hyper_mean_scale(network, exact, z_hat, tiling)
+    mu, scale = hyper_mean_scale(size, exact, z_hat, tiling)
     return mu, scale_indexes(scale, thresholds)
 
 
@@ -484,7 +493,8 @@ def generate_image(
     grid = (int(y_hat.shape[2]), int(y_hat.shape[3]))
     positions = grid[0] * grid[1]
     h_trunk = network.Generator.trunk_radius
-    outer = stage_plan("trunk", network, tiling, grid, unit_px=LATENT, halo=h_trunk + UPSAMPLE_HALO,
+    size = ModelSize.of(network)
+    outer = stage_plan("trunk", size, tiling, grid, unit_px=LATENT, halo=h_trunk + UPSAMPLE_HALO,
                        latent_positions=positions)
     trunk, upsample = network.Generator.trunk, network.Generator.upsample
     out = np.empty((height, width, 3), dtype=np.uint8)
@@ -499,7 +509,7 @@ def generate_image(
             held = full.numel() * full.element_size()
             vr, vc = valid[0] - tile.window[0], valid[2] - tile.window[2]
             features = full[..., vr : vr + valid[1] - valid[0], vc : vc + valid[3] - valid[2]]
-            inner = stage_plan("upsample", network, tiling, grid, unit_px=LATENT, halo=UPSAMPLE_HALO,
+            inner = stage_plan("upsample", size, tiling, grid, unit_px=LATENT, halo=UPSAMPLE_HALO,
                                latent_positions=positions, region=tile.core, extra=held)
             for sub in inner:
                 w = sub.window

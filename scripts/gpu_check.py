@@ -105,8 +105,8 @@ def check_model(name: str, weights: str, gpu: str, args: argparse.Namespace, lin
                  f"{'identical' if same else 'different (the encoders float latents differ; allowed)'}")
     for made_on, data in files.items():
         hfc = container.unpack(data)
-        latents = {d: decode_latents(hfc, m) for d, m in models.items()}
-        identical = torch.equal(latents["cpu"], latents[gpu])
+        latents = {d: decode_latents(hfc, m.latent) for d, m in models.items()}
+        identical = np.array_equal(latents["cpu"], latents[gpu])
         ok &= identical
         pixels = {d: decode_file(data, m)[0] for d, m in models.items()}
         half_pixels = decode_file(data, half)[0]

@@ -15,11 +15,13 @@ from pathlib import Path
 
 def latent_hash(data: bytes, model) -> str:
     """sha256 of the decoded latents y_hat (float32 bytes) of a .hfc file."""
+    import numpy as np
+
     from hificli import container
     from hificli.codec import decode_latents
 
-    y_hat = decode_latents(container.unpack(data), model)
-    return hashlib.sha256(y_hat.contiguous().numpy().tobytes()).hexdigest()
+    y_hat = decode_latents(container.unpack(data), model.latent)
+    return hashlib.sha256(np.ascontiguousarray(y_hat).tobytes()).hexdigest()
 
 
 def run_hashes(*args: str) -> dict:

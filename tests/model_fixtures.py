@@ -35,6 +35,11 @@ def make_tiny_network(seed: int = 0, preset: str = "tiny", *, context_std: float
     return model.eval()
 
 
+def numpy_state(module) -> dict:
+    """A torch module's state as numpy arrays (what the integer decoder is built from)."""
+    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
 def make_tiny_weights(
     path: str | Path, *, seed: int = 0, model_id: str = "test-tiny", preset: str = "tiny", **overrides
 ) -> Path:

@@ -104,7 +104,7 @@ def test_exact_context_matches_the_float_network(ctx_vr: Path) -> None:
     import torch
 
     import hificli
-    from hificli.codec import _code_groups, _mu_fixed, _pad, _quantize_fixed, _step_tensor, padded_size
+    from hificli.codec import _code_groups, _pad, _quantize_fixed, _step_tensor, padded_size
     from hificli.entropy.exact import OUT_FRAC
     from hificli.entropy.tables import SCALE_MIN_FIXED
     from hificli.imageio import to_source_image
@@ -112,19 +112,69 @@ def test_exact_context_matches_the_float_network(ctx_vr: Path) -> None:
     model = hificli.load_model(ctx_vr)
     source = to_source_image(sample_image(200, 130, seed=7))
     y, z_hat = model.analyse(_pad(source.pixels, *padded_size(200, 130)))
-    mu, scale_fixed = model.mean_scale(z_hat)
-    steps = model.steps_fixed(rate.quality_code(40))
+    mu_fixed, scale_fixed = model.latent.mean_scale(z_hat.numpy())
+    steps = model.latent.steps_fixed(rate.quality_code(40))
     latents = y[0].double().numpy()
-    _, mu_ctx = _code_groups(model, mu, scale_fixed, steps,
+    _, mu_ctx = _code_groups(model.latent, mu_fixed, scale_fixed, steps,
                              lambda group, mu_g, step_g, rows_g: _quantize_fixed(group.take(latents), mu_g, step_g))
     with torch.no_grad():
         ref_mu, _ = model.network.context_parameters(
-            y, mu.float(), torch.from_numpy(np.maximum(scale_fixed, SCALE_MIN_FIXED) * 2.0**-OUT_FRAC).float(),
+            y, torch.from_numpy(mu_fixed * 2.0**-OUT_FRAC).float(),
+            torch.from_numpy(np.maximum(scale_fixed, SCALE_MIN_FIXED) * 2.0**-OUT_FRAC).float(),
             _step_tensor(steps).float(),
         )
-    assert not np.array_equal(_mu_fixed(mu_ctx), _mu_fixed(mu))  # the context changes later groups
-    error = np.abs(mu_ctx.numpy() - ref_mu.double().numpy())
+    assert not np.array_equal(mu_ctx, mu_fixed)  # the context changes later groups
+    error = np.abs(mu_ctx * 2.0**-OUT_FRAC - ref_mu.double().numpy())
     assert np.quantile(error, 0.99) < 1e-2 and error.mean() < 1e-2, (error.max(), error.mean())
+
+
+def test_exact_context_net_matches_a_torch_float64_convolution(kind: str) -> None:
+    """The numpy im2col (taps gathered one by one), in one pass or in bands of one row, gives the integers
+    of torch's float64 conv2d on the same integer weights masked to the taps (what hific computed
+    before the decoder became numpy-only)."""
+    import torch
+    import torch.nn.functional as F
+    from model_fixtures import numpy_state
+
+    from hificli.entropy.context import ExactContextNet
+    from hificli.entropy.exact import ACT_FRAC, ACT_MAX, OUT_FRAC, OUT_MAX, W_FRAC, requantize, to_int
+    from hificli.entropy.groups import split_mask
+    from hificli.models.context import ContextNet, tap_mask
+    from hificli.models.geometry import RADIUS, context_nets
+
+    spec, width, (h, w) = context_nets(kind, 12)[-1], 16, (7, 10)
+    torch.manual_seed(3)
+    net = ContextNet(spec.in_channels, spec.channels, width, spec.taps)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.normal_(0.0, 0.3)  # (the last layer starts at zero)
+    state = numpy_state(net)
+    rng = np.random.default_rng(0)
+    known = rng.integers(-2**16, 2**16, (spec.in_channels, h, w)).astype(np.float64)
+    mu = rng.integers(-2**15, 2**15, (spec.channels, h, w)).astype(np.float64)
+    scale = rng.integers(0, 2**15, (spec.channels, h, w)).astype(np.float64)
+    outputs = ~split_mask(h, w) if kind == "checkerboard" else None
+
+    def layer(x: torch.Tensor, key: str, mask: torch.Tensor | None = None, padding: int = 0) -> torch.Tensor:
+        weight = torch.from_numpy(to_int(state[f"{key}.weight"], W_FRAC, key))
+        bias = torch.from_numpy(to_int(state[f"{key}.bias"], W_FRAC + ACT_FRAC, key))
+        return F.conv2d(x, weight if mask is None else weight * mask, bias, padding=padding).numpy()
+
+    x = torch.from_numpy(known)[None]
+    ctx = np.clip(requantize(layer(x, "context_conv", tap_mask(spec.taps).double(), RADIUS), W_FRAC), -ACT_MAX,
+                  ACT_MAX)
+    hidden = torch.from_numpy(np.concatenate([ctx[0], mu, scale])[None])
+    for i in (1, 2):
+        hidden = torch.from_numpy(np.clip(requantize(layer(hidden, f"param_conv{i}"), W_FRAC), 0, ACT_MAX))
+    last = requantize(layer(hidden, "param_conv3"), W_FRAC + ACT_FRAC - OUT_FRAC)
+    reference = np.clip(last, -OUT_MAX, OUT_MAX)[0].reshape(2 * spec.channels, -1).astype(np.int64)
+    if outputs is not None:
+        reference = reference[:, outputs.reshape(-1)]
+    exact = ExactContextNet(state, spec, width, "ctx")
+    for band_bytes in (1 << 30, 1):
+        got = exact.deltas(known, mu, scale, outputs, band_bytes)
+        assert got.dtype == np.int64 and np.array_equal(got, reference), band_bytes
+    assert np.abs(reference).max() > 2**20 and len(np.unique(reference)) > reference.size // 2
 
 
 # -- coding ------------------------------------------------------------------------------------------
@@ -159,8 +209,6 @@ def test_coded_size_matches_the_float_estimate(ctx_vr: Path) -> None:
 
 
 def test_tiles_and_bands_read_the_same_latents(ctx_vr: Path) -> None:
-    import torch
-
     import hificli
     from hificli import tiling
     from hificli.codec import decode_latents, encode_source
@@ -168,12 +216,12 @@ def test_tiles_and_bands_read_the_same_latents(ctx_vr: Path) -> None:
 
     model = hificli.load_model(ctx_vr)
     data = encode_source(to_source_image(sample_image(420, 300, seed=9)), model, rate.quality_code(33.3))
-    reference = decode_latents(container.unpack(data), model)
+    reference = decode_latents(container.unpack(data), model.latent)
     for tile, band_bytes in ((64, None), (128, None), (0, 1), (0, 20000)):
         model.tiling = tiling.Tiling(tile=tile)
         if band_bytes is not None:
-            model.context.band_bytes = band_bytes  # 1: one latent row per band
-        assert torch.equal(decode_latents(container.unpack(data), model), reference), (tile, band_bytes)
+            model.latent.context.band_bytes = band_bytes  # 1: one latent row per band
+        assert np.array_equal(decode_latents(container.unpack(data), model.latent), reference), (tile, band_bytes)
         again = encode_source(to_source_image(sample_image(420, 300, seed=9)), model, rate.quality_code(33.3))
         assert again == data, (tile, band_bytes)
 

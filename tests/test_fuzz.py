@@ -64,7 +64,7 @@ def fuzz_model(weights: Path):
 
     model = load_model(weights)
     side = int(MAX_CLAIM_PIXELS**0.5)
-    model.tiling = tiling.Tiling(max_memory=tiling.required_bytes(model.network, side, side))
+    model.tiling = tiling.Tiling(max_memory=tiling.required_bytes(model.size, side, side))
     return model
 
 
@@ -396,7 +396,7 @@ def test_cli_reports_mutated_files_one_by_one(fuzz, weights: Path, tmp_path: Pat
             decodable.add(name)
     assert len(decodable) < len(names)
     side = int(MAX_CLAIM_PIXELS**0.5)
-    limit = tiling.required_bytes(model.network, side, side)
+    limit = tiling.required_bytes(model.size, side, side)
     (tmp_path / "out").mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "hificli", "decode", *names, "-m", str(weights), "-o", "out",

@@ -451,11 +451,12 @@ NO_TORCH_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_damaged_z_streams_and_tampered_weights_are_refused_before_torch(tmp_path: Path, tiny: Path,
-                                                                         tiny_file: bytes) -> None:
-    """The z stream is decoded with the weights' tables (numpy) and the fingerprint checked (numpy) before
-    torch is imported: the 65-byte empty-stream file, a z stream of 0xFF and tampered weights are refused
-    in a fraction of a second."""
+def test_damaged_streams_and_tampered_weights_are_refused_before_torch(tmp_path: Path, tiny: Path,
+                                                                       tiny_file: bytes) -> None:
+    """Every stream is decoded with numpy (tables, exact hyper-synthesis and context: hificli.latent) and
+    the fingerprint checked with numpy before torch is imported: the 65-byte empty-stream file, a z or
+    y stream of 0xFF, the last context stream of the default model all 0xFF (issue #16's slowest case)
+    and tampered weights are refused without it."""
     from safetensors.numpy import load_file
 
     from hificli import weights
@@ -481,6 +482,12 @@ def test_damaged_z_streams_and_tampered_weights_are_refused_before_torch(tmp_pat
     ctx_file = encode(sample_image(150, 100, seed=3), load_model(ctx))
     assert container.unpack(ctx_file).header.spatial_context
     (tmp_path / "ctx.hfc").write_bytes(hs.with_streams(ctx_file, z=b""))
+    y = container.unpack(tiny_file).stream("y")
+    (tmp_path / "yff.hfc").write_bytes(hs.with_streams(tiny_file, y=b"\xff" * len(y)))
+    default_file = encode(sample_image(300, 200, seed=4), load_model())
+    last = container.unpack(default_file).header.streams[-1]
+    assert last.name == "y3"  # the default model codes four channel slices
+    (tmp_path / "y3ff.hfc").write_bytes(hs.with_streams(default_file, y3=b"\xff" * last.length))
     d = str(tmp_path)
     plan = [
         ["decode", f"{d}/empty.hfc", "-o", f"{d}/o1.png"],
@@ -488,16 +495,20 @@ def test_damaged_z_streams_and_tampered_weights_are_refused_before_torch(tmp_pat
         ["encode", f"{d}/x.png", "-m", str(tampered), "-o", f"{d}/o3.hfc"],
         ["decode", f"{d}/zff.hfc", "-m", str(tampered), "-o", f"{d}/o4.png"],  # the weights' error first
         ["decode", f"{d}/ctx.hfc", "-m", str(ctx), "-o", f"{d}/o5.png"],  # streams z, ya, yb
+        ["decode", f"{d}/yff.hfc", "-m", str(tiny), "-o", f"{d}/o6.png"],
+        ["decode", f"{d}/y3ff.hfc", "-o", f"{d}/o7.png"],  # the model the header names
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, json.dumps(plan)], env=env, capture_output=True,
                             text=True, timeout=120)
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"codes": [3, 3, 4, 4, 3], "torch": False}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"codes": [3, 3, 4, 4, 3, 3, 3], "torch": False}
     lines = error_lines(result.stderr)
-    assert len(lines) == 5, result.stderr
+    assert len(lines) == 7, result.stderr
     assert all("damaged stream 'z'" in lines[i] for i in (0, 1, 4))
     assert "do not match their fingerprint" in lines[2] and "do not match their fingerprint" in lines[3]
-    assert only(tmp_path) == ["ctx.hfc", "ctx.safetensors", "empty.hfc", "t.safetensors", "x.png", "zff.hfc"]
+    assert "damaged stream 'y'" in lines[5] and "damaged stream 'y3'" in lines[6]
+    assert only(tmp_path) == ["ctx.hfc", "ctx.safetensors", "empty.hfc", "t.safetensors", "x.png", "y3ff.hfc",
+                              "yff.hfc", "zff.hfc"]
 
 
 def test_numpy_fingerprint_is_the_torch_one(tiny: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from model_fixtures import make_tiny_network, make_tiny_weights, sample_image
+from model_fixtures import make_tiny_network, make_tiny_weights, numpy_state, sample_image
 from PIL import Image
 
 from hificli import container, tiling
@@ -111,18 +111,19 @@ def test_parse_size_rejects(text: str) -> None:
 
 
 def test_budget_picks_tile_size(network) -> None:
+    size = tiling.ModelSize.of(network)
     grid = (300, 400)
     positions = grid[0] * grid[1]
 
     def count(policy: tiling.Tiling) -> int:
-        tiles = tiling.stage_plan("upsample", network, policy, grid, unit_px=16, halo=2,
+        tiles = tiling.stage_plan("upsample", size, policy, grid, unit_px=16, halo=2,
                                   latent_positions=positions)
         return len(tiles)
 
     assert count(tiling.Tiling(tile=0)) == 1
     assert count(tiling.Tiling(tile=16 * 50)) == 6 * 8
     assert count(tiling.Tiling(max_memory=64 * 1024**3)) == 1
-    small = tiling.Tiling(max_memory=tiling.resident_bytes(network, positions, "upsample") + 16 * 1024**2)
+    small = tiling.Tiling(max_memory=tiling.resident_bytes(size, positions, "upsample") + 16 * 1024**2)
     assert count(small) == count(tiling.Tiling(max_memory=1)) > 1  # below MIN_WORK_BYTES: the minimum
 
 
@@ -159,21 +160,22 @@ def test_hyper_analysis_tiles_match_untiled(network, monkeypatch) -> None:
 @pytest.mark.parametrize("grid", [(5, 7), (9, 4), (2, 2)])
 def test_exact_hyper_synthesis_is_bit_identical_in_tiles(network, grid, monkeypatch) -> None:
     """What decides the table rows must not depend on tiling: equal integers, any layout."""
-    exact = ExactHyperSynthesis(network.Hyperprior.synthesis_mu, network.Hyperprior.synthesis_std)
-    gen = torch.Generator().manual_seed(sum(grid))
-    z_hat = torch.randint(-8, 9, (1, network.config.hyper_channels, *grid), generator=gen).float()
-    z_hat[0, 0, 0, 0] = 4000.0  # a value at the clamp
+    hyper = network.Hyperprior
+    exact = ExactHyperSynthesis(numpy_state(hyper.synthesis_mu), numpy_state(hyper.synthesis_std))
+    size = tiling.ModelSize.of(network)
+    z_hat = np.random.default_rng(sum(grid)).integers(-8, 9, (1, network.config.hyper_channels, *grid))
+    z_hat[0, 0, 0, 0] = 4000  # a value at the clamp
     thresholds = np.cumsum(np.arange(1, 200)) * 300
-    mu_ref, rows_ref = tiling.hyper_parameters(network, exact, z_hat, thresholds, UNTILED)
-    mu_direct, scale_direct = exact(z_hat)  # the untiled module itself
-    assert torch.equal(mu_ref, mu_direct)
+    mu_ref, rows_ref = tiling.hyper_parameters(size, exact, z_hat, thresholds, UNTILED)
+    mu_direct, _ = exact.fixed(z_hat)  # the untiled nets themselves
+    assert np.array_equal(mu_ref, mu_direct)
     assert len(np.unique(rows_ref)) > 5  # varied rows: a real test of the row choice
     for tile in (64, 128, 192):
-        mu, rows = tiling.hyper_parameters(network, exact, z_hat, thresholds, tiling.Tiling(tile=tile))
-        assert torch.equal(mu, mu_ref) and np.array_equal(rows, rows_ref), tile
+        mu, rows = tiling.hyper_parameters(size, exact, z_hat, thresholds, tiling.Tiling(tile=tile))
+        assert np.array_equal(mu, mu_ref) and np.array_equal(rows, rows_ref), tile
     monkeypatch.setattr(tiling, "SYNTHESIS_HALO", 0)
-    mu, _ = tiling.hyper_parameters(network, exact, z_hat, thresholds, tiling.Tiling(tile=64))
-    assert not torch.equal(mu, mu_ref)
+    mu, _ = tiling.hyper_parameters(size, exact, z_hat, thresholds, tiling.Tiling(tile=64))
+    assert not np.array_equal(mu, mu_ref)
 
 
 def test_generator_parts_compose_to_the_generator(network) -> None:
@@ -208,9 +210,10 @@ def test_memory_budget_tiles_give_the_same_image(network, pixels, monkeypatch) -
     reference = tiling.generate_image(network, y, WIDTH, HEIGHT, UNTILED)
     monkeypatch.setattr(tiling, "MIN_WORK_BYTES", 1)
     grid = (pixels.shape[0] // 16, pixels.shape[1] // 16)
-    policy = tiling.Tiling(max_memory=tiling.required_bytes(network, WIDTH, HEIGHT) + 400 * 1024)
+    size = tiling.ModelSize.of(network)
+    policy = tiling.Tiling(max_memory=tiling.required_bytes(size, WIDTH, HEIGHT) + 400 * 1024)
     positions = grid[0] * grid[1]
-    planned = tiling.stage_plan("upsample", network, policy, grid, unit_px=16, halo=2,
+    planned = tiling.stage_plan("upsample", size, policy, grid, unit_px=16, halo=2,
                                 latent_positions=positions)
     assert len(planned) > 4
     assert (tiling.encode_latents(network, pixels, policy) - y).abs().max().item() < 1e-5
@@ -222,10 +225,10 @@ def test_decoded_latents_do_not_depend_on_tiling(tiny) -> None:
     model = load_model(tiny)
     data = encode_source(to_source_image(sample_image(WIDTH, HEIGHT, seed=5)), model)
     hfc = container.unpack(data)
-    reference = decode_latents(hfc, model)
+    reference = decode_latents(hfc, model.latent)
     for policy in (tiling.Tiling(tile=64), tiling.Tiling(tile=128), tiling.Tiling(max_memory=400 * 1024**2)):
         model.tiling = policy
-        assert torch.equal(decode_latents(hfc, model), reference)
+        assert np.array_equal(decode_latents(hfc, model.latent), reference)
 
 
 # ---------------------------------------------------------------------------------------------- limits
@@ -247,14 +250,15 @@ def claimed(data: bytes, width: int, height: int) -> bytes:
 
 
 def test_required_bytes_grow_with_the_image(network) -> None:
-    small = tiling.required_bytes(network, 128, 128)
-    assert tiling.required_bytes(network, 4096, 4096) > small + 3 * 4096 * 4096
+    size = tiling.ModelSize.of(network)
+    small = tiling.required_bytes(size, 128, 128)
+    assert tiling.required_bytes(size, 4096, 4096) > small + 3 * 4096 * 4096
     with pytest.raises(InvalidInputError, match="memory limit"):
-        tiling.check_fits(network, 4096, 4096, tiling.Tiling(max_memory=small))
-    tiling.check_fits(network, 128, 128, tiling.Tiling(max_memory=small))
+        tiling.check_fits(size, 4096, 4096, tiling.Tiling(max_memory=small))
+    tiling.check_fits(size, 128, 128, tiling.Tiling(max_memory=small))
     with pytest.raises(InvalidInputError, match="shared by 4 workers") as exc:
-        tiling.check_fits(network, 4096, 4096, tiling.Tiling(max_memory=small, workers=4))
-    need = tiling.required_bytes(network, 4096, 4096)
+        tiling.check_fits(size, 4096, 4096, tiling.Tiling(max_memory=small, workers=4))
+    need = tiling.required_bytes(size, 4096, 4096)
     expected = f"raise the limit with --max-memory {-(-need * 4 // 1024**3)}G or use fewer -j workers"
     assert exc.value.hint == expected
 
@@ -265,7 +269,7 @@ def test_a_file_claiming_a_huge_image_is_refused_at_once(tiny) -> None:
     bomb = claimed(data, 1 << 20, 4096)  # 186 bytes that claim 4.3 gigapixels
     start = time.perf_counter()
     with pytest.raises(InvalidInputError, match="memory limit"):
-        decode_latents(container.unpack(bomb), model)
+        decode_latents(container.unpack(bomb), model.latent)
     assert time.perf_counter() - start < 1.0
 
 

@@ -130,53 +130,61 @@ class ModelLoader:
     load_seconds: float = 0.0  #: total time spent loading models in this process
     verbose: int = 0  #: -v: say which weights loaded and how long it took
     _models: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: latent models loaded by :meth:`latent` whose float network is not built yet, with their load time
+    _latents: dict[str, tuple[Any, float]] = field(default_factory=dict, repr=False)
 
     def get(self, name: str | None, *, from_header: bool = False) -> Any:
         """The model ``name`` (None: the default); ``from_header``: a .hfc file's model id, resolved among
         registry and installed names only, never as a path (hificli.zoo.resolve)."""
         from hificli.api import load_model
-        from hificli.zoo.registry import DEFAULT_MODEL
 
-        key = name or DEFAULT_MODEL
-        slot = f"header:{key}" if from_header else key  # -m and headers never meet in one command
+        key, slot = self._slot(name, from_header)
         if slot not in self._models:
-            start = time.perf_counter()
-            status = self.progress and not _needs_download(key, self.cache_dir)  # downloads show a bar
-            with status_line(f"loading model {key} ...", status):
-                model = load_model(key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress,
-                                   device=self.device, half=self.half, from_header=from_header)
-            model.tiling = self.tiling
+            latent, before = self._latents.pop(slot, (None, 0.0))
+            model, seconds = self._timed(key, lambda: load_model(
+                key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress, device=self.device,
+                half=self.half, from_header=from_header, latent=latent))
             self._models[slot] = model
-            seconds = time.perf_counter() - start
-            self.load_seconds += seconds
             if self.verbose:
-                report.note(report.model_line(model, seconds))
+                report.note(report.model_line(model, before + seconds))
         return self._models[slot]
 
-    def is_loaded(self, name: str | None, *, from_header: bool = False) -> bool:
-        """True once :meth:`get` has loaded this model in this process."""
+    def latent(self, name: str | None, *, from_header: bool = False) -> Any:
+        """The integer half of the model ``name`` (hificli.latent.LatentModel: a weights file's is read
+        without torch), enough to decode a file's latents; :meth:`get` then builds the float network
+        from it. Loaded at most once, as :meth:`get`."""
+        from hificli.api import load_latent_model
+
+        key, slot = self._slot(name, from_header)
+        if slot in self._models:
+            return self._models[slot].latent
+        if slot not in self._latents:
+            self._latents[slot] = self._timed(key, lambda: load_latent_model(
+                key, offline=self.offline, cache_dir=self.cache_dir, progress=self.progress,
+                from_header=from_header))
+        return self._latents[slot][0]
+
+    @staticmethod
+    def _slot(name: str | None, from_header: bool) -> tuple[str, str]:
+        """(name to load, cache key): -m and headers never meet in one command."""
         from hificli.zoo.registry import DEFAULT_MODEL
 
         key = name or DEFAULT_MODEL
-        return (f"header:{key}" if from_header else key) in self._models
+        return key, f"header:{key}" if from_header else key
 
-    def local_weights(self, name: str | None, *, from_header: bool = False) -> Any:
-        """The weights file :meth:`get` would load for ``name`` if it is here already (never downloads),
-        else None (also for a checkpoint or a name that does not resolve: loading says why)."""
-        from hificli import weights
-        from hificli.errors import HificError
-        from hificli.zoo.registry import DEFAULT_MODEL
-        from hificli.zoo.resolve import resolve_model
-
-        try:
-            path = resolve_model(name or DEFAULT_MODEL, offline=True, cache_dir=self.cache_dir, progress=False,
-                                 from_header=from_header)
-        except (HificError, OSError):
-            return None
-        return path if weights.is_weights_file(path) else None
+    def _timed(self, key: str, load: Callable[[], Any]) -> tuple[Any, float]:
+        """Run ``load`` under a status line; (its model with this loader's tiling, seconds taken)."""
+        start = time.perf_counter()
+        status = self.progress and not _needs_download(key, self.cache_dir)  # downloads show a bar
+        with status_line(f"loading model {key} ...", status):
+            model = load()
+        model.tiling = self.tiling
+        seconds = time.perf_counter() - start
+        self.load_seconds += seconds
+        return model, seconds
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_models": {}, "progress": False}
+        return {**self.__dict__, "_models": {}, "_latents": {}, "progress": False}
 
 
 def _needs_download(name: str, cache_dir: str | None) -> bool:
@@ -201,12 +209,13 @@ class ModelJob:
         """Load the -m model once per worker, before its first file."""
         self.models.get(self.model)
 
-    def load(self, name: str | None, *, from_header: bool = False) -> tuple[Any, float]:
-        """The model ``name`` and the seconds spent loading it now (0 once it is loaded): a job reports
-        them as ``JobResult.model_seconds`` so that the summary's time column leaves them out.
-        ``from_header``: see :meth:`ModelLoader.get`."""
+    def load(self, name: str | None, *, from_header: bool = False, latent: bool = False) -> tuple[Any, float]:
+        """The model ``name`` (``latent``: only its integer half, :meth:`ModelLoader.latent`) and the seconds
+        spent loading it now (0 once it is loaded): a job reports them as ``JobResult.model_seconds`` so
+        that the summary's time column leaves them out. ``from_header``: see :meth:`ModelLoader.get`."""
         before = self.models.load_seconds
-        model = self.models.get(name, from_header=from_header)
+        load = self.models.latent if latent else self.models.get
+        model = load(name, from_header=from_header)
         return model, self.models.load_seconds - before
 
     def write_image(self, target: str, pixels: Any, header: Any) -> int:
@@ -260,7 +269,7 @@ def tile_count(model: Any, width: int, height: int, stage: str) -> int:
     grid = (padded_height // tiling.LATENT, padded_width // tiling.LATENT)
     trunk_halo = model.network.Generator.trunk_radius + tiling.UPSAMPLE_HALO
     halo = tiling.ENCODER_HALO if stage == "encoder" else trunk_halo
-    tiles = tiling.stage_plan(stage, model.network, model.tiling, grid, unit_px=tiling.LATENT, halo=halo,
+    tiles = tiling.stage_plan(stage, model.size, model.tiling, grid, unit_px=tiling.LATENT, halo=halo,
                               latent_positions=grid[0] * grid[1])
     return len(tiles)
 

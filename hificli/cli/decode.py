@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import click
 
@@ -24,9 +23,6 @@ from hificli.cli.common import settings, verbosity_options
 from hificli.cli.deviceopts import device_options
 from hificli.cli.modelopts import model_options
 from hificli.device import can_fork_workers, threads_before_fork
-
-if TYPE_CHECKING:
-    from hificli import container
 
 
 @click.command("decode")
@@ -145,7 +141,9 @@ def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool 
 
 @dataclass
 class DecodeJob(ModelJob):
-    """Decode one input with the model named in its header, or with ``model`` when set."""
+    """Decode one input with the model named in its header, or with ``model`` when set: its latents with
+    the model's integer half (no torch: a damaged file is refused before torch is imported), then its
+    pixels with the float network."""
 
     def __call__(self, path: str) -> JobResult:
         from hificli import container, fileio
@@ -159,9 +157,11 @@ class DecodeJob(ModelJob):
         in_bytes = len(raw)
         hfc = container.unpack(raw)
         header = hfc.header
-        self.check_before_loading(hfc)
-        codec_model, loading = self.load(self.model) if self.model else self.load(header.model_id, from_header=True)
-        y_hat = decode_latents(hfc, codec_model)
+        name, from_header = (self.model, False) if self.model else (header.model_id, True)
+        latent, loading = self.load(name, from_header=from_header, latent=True)
+        y_hat = decode_latents(hfc, latent)
+        codec_model, seconds = self.load(name, from_header=from_header)
+        loading += seconds
         details = self.details(codec_model, header.width, header.height, "trunk", hfc)
         del raw, hfc
         pixels = codec_model.synthesise(y_hat, header.width, header.height)
@@ -169,15 +169,3 @@ class DecodeJob(ModelJob):
         out_bytes = self.write_image(target, pixels, header)
         return JobResult(path, target, in_bytes, out_bytes, header.width, header.height, model_seconds=loading,
                          device=codec_model.device, model=codec_model.model_id, **details)
-
-    def check_before_loading(self, hfc: container.HfcFile) -> None:
-        """Before the first load of the file's model: refuse a damaged z stream without torch
-        (hificli.precheck; the decoder checks it again once the model is loaded)."""
-        from hificli.precheck import refuse_damaged_z
-
-        name, from_header = (self.model, False) if self.model else (hfc.header.model_id, True)
-        if self.models.is_loaded(name, from_header=from_header):
-            return
-        path = self.models.local_weights(name, from_header=from_header)
-        if path is not None:
-            refuse_damaged_z(hfc, path)

@@ -153,7 +153,7 @@ class EncodeJob(ModelJob):
         from hificli.imageio import READ_BYTES_PER_PIXEL
 
         def check(width: int, height: int) -> None:
-            tiling.check_source_fits(model.network, width, height, model.tiling, input_bytes=input_bytes,
+            tiling.check_source_fits(model.size, width, height, model.tiling, input_bytes=input_bytes,
                                      read_bytes_per_pixel=READ_BYTES_PER_PIXEL)
 
         return check

@@ -1,7 +1,7 @@
 """Deterministic entropy coding: integer tables, the ANS symbol coder, integer-exact hyper-synthesis.
 
-``tables`` and ``coder`` need only numpy and constriction; ``exact`` (torch) is imported on first use
-of :class:`ExactHyperSynthesis` or :func:`scale_indexes`.
+Everything here is numpy (and constriction for the coder): no torch. ``exact`` is imported on first
+use of :class:`ExactHyperSynthesis` or :func:`scale_indexes`.
 """
 
 from __future__ import annotations

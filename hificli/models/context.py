@@ -33,18 +33,8 @@ from torch.nn import functional as F
 
 from hificli.entropy.groups import SLICES, slice_bounds
 from hificli.layers import lower_bound
+from hificli.models.geometry import ANCHOR_TAPS, KERNEL, RADIUS, context_nets
 from hificli.models.likelihoods import SCALE_MIN
-
-#: Side of the context kernels and their radius (the halo a band of latents needs).
-KERNEL = 5
-RADIUS = KERNEL // 2
-#: (dr, dc) offsets of the kernel taps that meet anchors from a non-anchor position (12 of 25).
-ANCHOR_TAPS: tuple[tuple[int, int], ...] = tuple(
-    (dr, dc) for dr in range(-RADIUS, RADIUS + 1) for dc in range(-RADIUS, RADIUS + 1) if (dr + dc) % 2
-)
-ALL_TAPS: tuple[tuple[int, int], ...] = tuple(
-    (dr, dc) for dr in range(-RADIUS, RADIUS + 1) for dc in range(-RADIUS, RADIUS + 1)
-)
 
 #: ``rounding(y / step, mu / step)``: the quantizer the context sees (hard, or straight-through in training).
 Rounding = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -119,10 +109,8 @@ class ChannelContext(nn.Module):
     def __init__(self, latent_channels: int, channels: int) -> None:
         super().__init__()
         self.bounds = slice_bounds(latent_channels)
-        self.nets = nn.ModuleList(
-            ContextNet(self.bounds[k], self.bounds[k + 1] - self.bounds[k], channels, ALL_TAPS)
-            for k in range(1, SLICES)
-        )
+        specs = context_nets("channel", latent_channels)[1:]  # slices 1 .. SLICES - 1
+        self.nets = nn.ModuleList(ContextNet(s.in_channels, s.channels, channels, s.taps) for s in specs)
 
     def forward(
         self, y: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor, step: torch.Tensor, rounding: Rounding,

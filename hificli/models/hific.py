@@ -32,6 +32,7 @@ from hificli.layers import (
 )
 from hificli.models.config import ArchConfig
 from hificli.models.context import build_context
+from hificli.models.geometry import HYPER_SYNTHESIS, hyper_synthesis_channels
 from hificli.models.likelihoods import MIN_LIKELIHOOD, SCALE_MIN, bits, latent_likelihood
 from hificli.models.rate import RateSteps
 
@@ -245,17 +246,22 @@ class HyperAnalysis(nn.Module):
 
 class HyperSynthesis(nn.Module):
     """z_hat (N, N_h, h, w) -> (N, C, 4h, 4w): conv1, conv2 ConvTranspose2d 5x5 s2 p2 op1 + ReLU, conv3
-    ConvTranspose2d 3x3 s1 p1 to C channels (no activation). The integer decoder reads exactly these
-    three layers, so keep the attribute names and the activations."""
+    ConvTranspose2d 3x3 s1 p1 to C channels (no activation), as hificli.models.geometry.HYPER_SYNTHESIS
+    says; the integer decoder (hificli.entropy.exact) evaluates the same layers from the same table."""
 
     def __init__(self, c: int, n: int) -> None:
         super().__init__()
-        self.conv1 = nn.ConvTranspose2d(n, n, kernel_size=5, stride=2, padding=2, output_padding=1)
-        self.conv2 = nn.ConvTranspose2d(n, n, kernel_size=5, stride=2, padding=2, output_padding=1)
-        self.conv3 = nn.ConvTranspose2d(n, c, kernel_size=3, stride=1, padding=1)
+        for layer, (c_in, c_out) in zip(HYPER_SYNTHESIS, hyper_synthesis_channels(c, n), strict=True):
+            conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=layer.kernel, stride=layer.stride,
+                                      padding=layer.padding, output_padding=layer.output_padding)
+            self.add_module(layer.name, conv)
 
     def forward(self, z_hat: torch.Tensor) -> torch.Tensor:
-        return self.conv3(F.relu(self.conv2(F.relu(self.conv1(z_hat)))))
+        x = z_hat
+        for layer in HYPER_SYNTHESIS:
+            x = getattr(self, layer.name)(x)
+            x = F.relu(x) if layer.relu else x
+        return x
 
 
 class Hyperprior(nn.Module):

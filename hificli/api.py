@@ -128,9 +128,11 @@ def encode(
     return encode_with(to_source_image(image), model, request).data
 
 
-def decode(data: bytes, model: CodecModel) -> Image.Image:
-    """Decode the bytes of a .hfc file into a Pillow image (grayscale sources decode to mode L)."""
+def decode(data: bytes, model: CodecModel, *, realism: float = 0.0) -> Image.Image:
+    """Decode the bytes of a .hfc file into a Pillow image (grayscale sources decode to mode L).
+    ``realism`` in [0, 1]: how much of the model's realism decoder (synthesised detail) to blend in;
+    0 is the faithful reconstruction. The latents do not depend on it."""
     from hificli.codec import decode_file, to_pil
 
-    pixels, header = decode_file(data, model)
+    pixels, header = decode_file(data, model, realism)
     return to_pil(pixels, header)

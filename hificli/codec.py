@@ -134,15 +134,32 @@ class CodecModel:
         y = tiling.encode_latents(self.network, pixels, self.tiling)
         return y, tiling.analyse_hyper(self.network, y, self.tiling)
 
-    def synthesise(self, y_hat: np.ndarray | torch.Tensor, width: int, height: int) -> np.ndarray:
-        """Latents (1, C, h, w) -> uint8 (height, width, 3) reconstruction, in tiles."""
+    @property
+    def has_realism(self) -> bool:
+        """True if the model has a realism decoder (hificli.models.realism; ``synthesise(realism=)``)."""
+        return getattr(self.network, "Realism", None) is not None
+
+    def synthesise(self, y_hat: np.ndarray | torch.Tensor, width: int, height: int, realism: float = 0.0) -> np.ndarray:
+        """Latents (1, C, h, w) -> uint8 (height, width, 3) reconstruction, in tiles; ``realism`` in
+        [0, 1] blends in the realism decoder (0: the Generator alone, the faithful reconstruction)."""
         import torch
 
         from hificli import tiling
 
         half = getattr(torch, self.half) if self.half else None
         y_hat = torch.as_tensor(y_hat)
-        return tiling.generate_image(self.network, y_hat, width, height, self.tiling, half=half)
+        if not 0.0 <= realism <= 1.0:
+            raise ValueError(f"realism must be in [0, 1], got {realism}")
+        if realism == 0.0:
+            return tiling.generate_image(self.network, y_hat, width, height, self.tiling, half=half)
+        if not self.has_realism:
+            raise ModelMismatchError(f"model {self.model_id!r} has no realism decoder",
+                                     "decode without --realism, or train one: hific train --stage realism")
+        from hificli.models.realism import BlendedGenerator
+
+        generator = BlendedGenerator(self.network.Generator, self.network.Realism, realism)
+        return tiling.generate_image(self.network, y_hat, width, height, self.tiling, half=half,
+                                     generator=generator, cost_factor=2.0)
 
 
 def _pad(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -398,12 +415,13 @@ def _dequantize(symbols: np.ndarray, mu_fixed: np.ndarray, steps: np.ndarray | N
     return (y_hat + mu_fixed.astype(np.float64) * 2.0**-OUT_FRAC).astype(np.float32)
 
 
-def decode_file(data: bytes, model: CodecModel) -> tuple[np.ndarray, container.Header]:
-    """Decode .hfc bytes into uint8 (H, W, 3) pixels and the file's header."""
+def decode_file(data: bytes, model: CodecModel, realism: float = 0.0) -> tuple[np.ndarray, container.Header]:
+    """Decode .hfc bytes into uint8 (H, W, 3) pixels (at ``realism``: :meth:`CodecModel.synthesise`)
+    and the file's header."""
     hfc = container.unpack(data)
     y_hat = decode_latents(hfc, model.latent)
     header = hfc.header
-    return model.synthesise(y_hat, header.width, header.height), header
+    return model.synthesise(y_hat, header.width, header.height, realism), header
 
 
 def to_pil(pixels: np.ndarray, header: container.Header) -> Image.Image:

@@ -334,16 +334,18 @@ def stage_plan(
     latent_positions: int,
     region: tuple[int, int, int, int] | None = None,
     extra: int = 0,
+    cost_factor: float = 1.0,
 ) -> list[Tile]:
     """The tiles of one stage on a ``grid`` of units ``unit_px`` pixels wide, under ``tiling``.
-    ``extra``: bytes already held by an enclosing stage while this one runs."""
+    ``extra``: bytes already held by an enclosing stage while this one runs; ``cost_factor``: the
+    stage's activation memory relative to the model's own (2 for a generator run twice)."""
     region = region if region is not None else (0, grid[0], 0, grid[1])
     if tiling.tile == 0:
         return plan(region, grid, halo=halo)
     if tiling.tile is not None:
         return plan(region, grid, halo=halo, core=max(1, round(tiling.tile / unit_px)))
     budget = work_budget(tiling, size, latent_positions, stage) - extra
-    max_area = max(1.0, budget / stage_costs(size.config)[stage])
+    max_area = max(1.0, budget / (cost_factor * stage_costs(size.config)[stage]))
     return plan(region, grid, halo=halo, max_area=max_area)
 
 
@@ -483,20 +485,24 @@ def hyper_parameters(
 
 def generate_image(
     network: HificModel, y_hat: torch.Tensor, width: int, height: int, tiling: Tiling,
-    *, half: torch.dtype | None = None,
+    *, half: torch.dtype | None = None, generator: torch.nn.Module | None = None, cost_factor: float = 1.0,
 ) -> np.ndarray:
     """Latents (1, C, h, w) -> uint8 (height, width, 3), the generator run in fused trunk/upsample tiles
-    on the network's device; ``half``: under autocast to that dtype (pixels change by rounding only)."""
+    on the network's device; ``half``: under autocast to that dtype (pixels change by rounding only).
+    ``generator``: another module with the Generator's interface (``trunk``, ``upsample``,
+    ``trunk_radius``; e.g. hificli.models.realism.BlendedGenerator) whose upsampling needs
+    ``cost_factor`` times the Generator's activation memory."""
     import numpy as np
     import torch
 
     grid = (int(y_hat.shape[2]), int(y_hat.shape[3]))
     positions = grid[0] * grid[1]
-    h_trunk = network.Generator.trunk_radius
+    generator = generator if generator is not None else network.Generator
+    h_trunk = generator.trunk_radius
     size = ModelSize.of(network)
     outer = stage_plan("trunk", size, tiling, grid, unit_px=LATENT, halo=h_trunk + UPSAMPLE_HALO,
                        latent_positions=positions)
-    trunk, upsample = network.Generator.trunk, network.Generator.upsample
+    trunk, upsample = generator.trunk, generator.upsample
     out = np.empty((height, width, 3), dtype=np.uint8)
     device = network_device(network)
     layout = generator_layout(device)
@@ -510,7 +516,7 @@ def generate_image(
             vr, vc = valid[0] - tile.window[0], valid[2] - tile.window[2]
             features = full[..., vr : vr + valid[1] - valid[0], vc : vc + valid[3] - valid[2]]
             inner = stage_plan("upsample", size, tiling, grid, unit_px=LATENT, halo=UPSAMPLE_HALO,
-                               latent_positions=positions, region=tile.core, extra=held)
+                               latent_positions=positions, region=tile.core, extra=held, cost_factor=cost_factor)
             for sub in inner:
                 w = sub.window
                 local = features[..., w[0] - valid[0] : w[1] - valid[0], w[2] - valid[2] : w[3] - valid[2]]

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from model_fixtures import make_tiny_network, make_tiny_weights, sample_image
+from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from hificli.cli.app import main
@@ -142,3 +144,72 @@ def test_a_changed_realism_tensor_is_refused(realism_run: Path, tmp_path: Path) 
     save_file(tensors, str(tampered), metadata=header["__metadata__"])
     with pytest.raises(ModelMismatchError, match="realism decoder does not match"):
         read_verified(tampered)
+
+
+# -- decoding and evaluating through the CLI ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coded(base: Path, realism_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A photo-like image encoded with the base model and with the realism run (same fingerprint)."""
+    folder = tmp_path_factory.mktemp("coded")
+    sample_image(200, 136, seed=9).save(folder / "in.png")
+    paths = {"image": folder / "in.png"}
+    for name, weights in (("base", base), ("run", realism_run / "weights.safetensors")):
+        paths[name] = folder / f"{name}.hfc"
+        with pytest.raises(SystemExit) as info:
+            main(["--quiet", "encode", "-m", str(weights), str(folder / "in.png"), "-q", "60", "-o", str(paths[name])])
+        assert info.value.code == 0
+    return paths
+
+
+def decoded_pixels(capsys, hfc: Path, weights: Path, out: Path, *extra: str) -> np.ndarray:
+    code, err = run_cli(["decode", "-m", str(weights), str(hfc), "-o", str(out), *extra], capsys)
+    assert code == 0, err
+    with Image.open(out) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_one_file_decodes_faithfully_or_with_realism(coded: dict[str, Path], base: Path, realism_run: Path,
+                                                     tmp_path: Path, capsys) -> None:
+    weights = realism_run / "weights.safetensors"
+    assert coded["base"].read_bytes() == coded["run"].read_bytes()  # the encoder is the base model's
+    faithful = decoded_pixels(capsys, coded["base"], base, tmp_path / "base.png")
+    at_zero = decoded_pixels(capsys, coded["base"], weights, tmp_path / "r0.png", "--realism", "0")
+    default = decoded_pixels(capsys, coded["base"], weights, tmp_path / "default.png")
+    assert np.array_equal(at_zero, faithful) and np.array_equal(default, faithful)
+    full = decoded_pixels(capsys, coded["base"], weights, tmp_path / "r1.png", "--realism", "1")
+    half = decoded_pixels(capsys, coded["base"], weights, tmp_path / "r05.png", "--realism", "0.5")
+    assert full.shape == faithful.shape == (136, 200, 3)
+    differs = np.abs(full.astype(int) - faithful.astype(int))
+    assert differs.max() > 2  # the trained realism decoder changes the pixels
+    between = np.abs(half.astype(int) - faithful.astype(int))
+    assert 0 < between.mean() < differs.mean()  # R blends: half way is closer to the faithful decode
+    tiled = decoded_pixels(capsys, coded["base"], weights, tmp_path / "tiled.png", "--realism", "1", "--tile", "64")
+    assert np.abs(tiled.astype(int) - full.astype(int)).max() <= 1  # float rounding only
+
+
+def test_realism_needs_a_realism_decoder_and_a_value_in_range(coded: dict[str, Path], base: Path,
+                                                             tmp_path: Path, capsys) -> None:
+    code, err = run_cli(["decode", "-m", str(base), str(coded["base"]), "-o", str(tmp_path / "x.png"),
+                         "--realism", "0.5"], capsys)
+    assert code == 4 and "has no realism decoder" in err and not (tmp_path / "x.png").exists()
+    code, err = run_cli(["decode", "-m", str(base), str(coded["base"]), "-o", str(tmp_path / "y.png"),
+                         "--realism", "1.5"], capsys)
+    assert code == 2 and "--realism" in err
+
+
+def test_eval_reports_each_realism_on_the_same_files(coded: dict[str, Path], realism_run: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    report = tmp_path / "report.json"
+    code, err = run_cli(["eval", str(coded["image"]), "-m", str(realism_run / "weights.safetensors"), "-b", "none",
+                         "--lpips", "none", "--qualities", "20,80", "--realism", "1", "-o", str(report)], capsys)
+    assert code == 0, err
+    image = json.loads(report.read_text())["per_image"][0]
+    faithful, real = image["hific"]["test-gdn"], image["hific"]["test-gdn@r1"]
+    assert real["bytes"] == faithful["bytes"] and real["psnr-rgb"] != faithful["psnr-rgb"]
+    curve = image["curves"]["test-gdn@r1"]
+    assert [p["bytes"] for p in curve] == [p["bytes"] for p in image["curves"]["test-gdn"]]
+    code, err = run_cli(["eval", str(coded["image"]), "-m", str(coded["image"].parent / "missing"), "--realism",
+                         "2"], capsys)
+    assert code == 2

@@ -31,6 +31,9 @@ from hificli.device import can_fork_workers, threads_before_fork
 @click.option("-m", "--model", metavar="NAME|PATH", help="Decode with these weights instead of the file's model.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout, no table.")
+@click.option("--realism", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True, metavar="R",
+              help="Synthesised detail from the model's realism decoder: 0 = the faithful reconstruction, "
+                   "1 = full realism (same file either way; detail that looks real is not the photo's).")
 @performance_options
 @device_options
 @model_options
@@ -41,6 +44,7 @@ def command(
     model: str | None,
     force: bool,
     as_json: bool,
+    realism: float,
     offline: bool | None,
     cache_dir: str | None,
     jobs: int,
@@ -57,7 +61,8 @@ def command(
     -o DIR writes DIR/photo.png; -o FILE picks the format by extension: .png, .jpg/.jpeg, .webp,
     .tif/.tiff, .bmp, .ppm. Existing files are never overwritten without -f. The model is taken from
     each file's header (-m overrides it; the weights' fingerprint must match). --json prints one
-    object per file.
+    object per file. --realism R decodes with the model's realism decoder (HiFiC-style synthesised
+    detail, blended in by R): the same file decodes faithfully at 0, the default.
     """
     from hificli.device import check_device
 
@@ -79,7 +84,7 @@ def command(
         load_models_once(inputs, model, loader)
     elif workers > 1:
         fetch_models_once(inputs, model, offline, cache_dir)
-    job = DecodeJob(targets, force, model, loader)
+    job = DecodeJob(targets, force, model, loader, realism)
     prepare = job.prepare if model else None
     code = run_batch(
         list(inputs), job, verb="decoding", hfc_is_output=False, jobs=workers, prepare=prepare, threads=threads,
@@ -143,7 +148,9 @@ def fetch_models_once(inputs: tuple[str, ...], model: str | None, offline: bool 
 class DecodeJob(ModelJob):
     """Decode one input with the model named in its header, or with ``model`` when set: its latents with
     the model's integer half (no torch: a damaged file is refused before torch is imported), then its
-    pixels with the float network."""
+    pixels with the float network, at ``realism`` (hificli.models.realism)."""
+
+    realism: float = 0.0
 
     def __call__(self, path: str) -> JobResult:
         from hificli import container, fileio
@@ -159,12 +166,17 @@ class DecodeJob(ModelJob):
         header = hfc.header
         name, from_header = (self.model, False) if self.model else (header.model_id, True)
         latent, loading = self.load(name, from_header=from_header, latent=True)
+        if self.realism and latent.info.realism_fingerprint is None:  # before any work
+            from hificli.errors import ModelMismatchError
+
+            raise ModelMismatchError(f"model {latent.model_id!r} has no realism decoder",
+                                     "decode without --realism, or train one: hific train --stage realism")
         y_hat = decode_latents(hfc, latent)
         codec_model, seconds = self.load(name, from_header=from_header)
         loading += seconds
         details = self.details(codec_model, header.width, header.height, "trunk", hfc)
         del raw, hfc
-        pixels = codec_model.synthesise(y_hat, header.width, header.height)
+        pixels = codec_model.synthesise(y_hat, header.width, header.height, self.realism)
         del y_hat
         out_bytes = self.write_image(target, pixels, header)
         return JobResult(path, target, in_bytes, out_bytes, header.width, header.height, model_seconds=loading,

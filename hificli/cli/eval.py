@@ -72,6 +72,40 @@ def _load_models(
     return loaded, info
 
 
+def _realism_values(value: str | None) -> tuple[float, ...]:
+    """Parse ``--realism R,R,...`` (usage error unless every value is in (0, 1])."""
+    if value is None:
+        return ()
+    try:
+        values = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated numbers in (0, 1]") from None
+    if any(not 0.0 < v <= 1.0 for v in values):
+        raise click.BadParameter("realism values must be in (0, 1] (0 is the model's own decoder, always run)")
+    return values
+
+
+def _realism_labels(
+    loaded: dict[str, Any], info: dict[str, dict[str, Any]], values: tuple[float, ...],
+) -> tuple[tuple[str, str, float], ...]:
+    """(label, model label, realism) per model and value; adds the labels to ``info``. A model without a
+    realism decoder is refused (hificli.errors.ModelMismatchError)."""
+    from hificli.errors import ModelMismatchError
+
+    labels = []
+    for label, model in list(loaded.items()):
+        if not values:
+            break
+        if not model.has_realism:
+            raise ModelMismatchError(f"--realism: model {label!r} has no realism decoder",
+                                     "train one with hific train --stage realism --init MODEL")
+        for value in values:
+            name = f"{label}@r{value:g}"
+            labels.append((name, label, value))
+            info[name] = {**info[label], "realism": value}
+    return tuple(labels)
+
+
 def _check_images(paths: list[str]) -> None:
     """Open every image's header before any work, so a bad input fails fast (exit 3)."""
     from PIL import Image, UnidentifiedImageError
@@ -131,6 +165,9 @@ def _qualities(value: str | None) -> tuple[float, ...] | None:
 @click.option("--qualities", callback=lambda ctx, param, value: _qualities(value), metavar="Q,Q,...",
               help="Qualities a variable-rate model is swept over for its curve and BD-rates "
                    "[0,20,40,60,80,100].")
+@click.option("--realism", callback=lambda ctx, param, value: _realism_values(value), metavar="R,R,...",
+              help="Also decode each model's files with its realism decoder at these realism values in (0, 1] "
+                   "(label MODEL@rR; same files, so same bpp); models without one are refused.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @device_options
 @model_options
@@ -149,6 +186,7 @@ def command(
     jobs: int,
     curves: bool,
     qualities: tuple[float, ...] | None,
+    realism: tuple[float, ...],
     force: bool,
     offline: bool | None,
     cache_dir: str | None,
@@ -201,8 +239,9 @@ def command(
     check_device(device)
     loaded, model_info = _load_models(models, no_hific, offline, cache_dir, device, half)
     device = next(iter(loaded.values())).device if loaded else "cpu"  # auto, resolved once
+    realism_labels = _realism_labels(loaded, model_info, realism)
     if compressai_dir:
-        for stem in [runner.safe_name(label) for label in loaded] + keys:
+        for stem in [runner.safe_name(label) for label in model_info] + keys:
             fileio.check_writable(f"{compressai_dir}/{stem}.json", force)
 
     from hificli.eval.metrics import load_lpips
@@ -217,6 +256,7 @@ def command(
 
     spec = runner.EvalSpec(
         models=tuple((label, model_info[label]["name"]) for label in loaded),
+        realism=realism_labels,
         baselines=tuple(keys),
         lpips=lpips_metric.kind if lpips_metric is not None else "none",
         sweep_lpips=sweep_lpips,

@@ -151,8 +151,10 @@ def bd_rates(
     models: Sequence[str],
     baselines: Sequence[str],
     metrics: Sequence[str] = tuple(METRICS),
+    combined: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Per-image BD-rates of each model (and of all models as one curve) against each baseline."""
+    """Per-image BD-rates of each model (and of the ``combined`` models, by default all, as one curve)
+    against each baseline."""
     def model_points(r: ImageResult, label: str) -> list[Point]:
         """A model's points on one image: its default point plus its quality curve (variable rate)."""
         return ([r.hific[label]] if label in r.hific else []) + list(r.curves.get(label, []))
@@ -160,8 +162,9 @@ def bd_rates(
     tests: list[tuple[str, Callable[[ImageResult], list[Point]]]] = [
         (label, lambda r, label=label: model_points(r, label)) for label in models
     ]
-    if len(models) > 1:
-        tests.append((ALL_MODELS, lambda r: [p for m in models for p in model_points(r, m)]))
+    combined = list(models if combined is None else combined)
+    if len(combined) > 1:
+        tests.append((ALL_MODELS, lambda r: [p for m in combined for p in model_points(r, m)]))
     rows = []
     for test, test_points in tests:
         for key in baselines:
@@ -237,7 +240,8 @@ def build_report(
         },
         "skipped": dict(skipped),
         "codecs": codec_entries(results, models, baselines, lpips_note),
-        "bd_rate": bd_rates(results, list(models), baselines, measured),
+        "bd_rate": bd_rates(results, list(models), baselines, measured,
+                            combined=[label for label, info in models.items() if "realism" not in info]),
         "per_image": [r.to_json() for r in results],
     })
 

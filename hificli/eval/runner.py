@@ -4,7 +4,9 @@ For every image: each hific model encodes and decodes it (bpp from the real .hfc
 quality, and a variable-rate model also at each of the spec's qualities (its curve); each baseline
 runs its quality sweep and, for each hific model, the setting matched to that model's default bpp. Every
 reconstruction is measured with PSNR, MS-SSIM and (when available) LPIPS against the image as hific
-reads it (8-bit RGB after the image policy of :mod:`hificli.imageio`).
+reads it (8-bit RGB after the image policy of :mod:`hificli.imageio`). A model's realism labels (its
+realism decoder at ``r``, hificli.models.realism) decode that model's files again at ``r``: same bytes,
+hence the same bpp and bpp-matched baselines.
 
 ``jobs > 1`` runs images in a process pool (spawned workers, each loading the models and the LPIPS
 network once, torch threads split between them); results come back in input order.
@@ -110,6 +112,8 @@ class EvalSpec:
     half: bool = False
     threads: int | None = None  #: torch threads per process (None: the cores divided among workers)
     qualities: tuple[float, ...] = DEFAULT_EVAL_QUALITIES  #: curve of each variable-rate model
+    #: (label, model label, realism): decode that model's files at a realism > 0 too (--realism)
+    realism: tuple[tuple[str, str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ def saved_files(spec: EvalSpec, job: ImageJob) -> dict[str, str]:
         files[label] = str(folder / f"{safe_name(label)}.png")
         for key in spec.baselines:
             files[f"{label}/{key}"] = str(folder / f"{safe_name(label)}.{key}.png")
+    for label, _, _ in spec.realism:  # its baselines are the model's (same bpp)
+        files[label] = str(folder / f"{safe_name(label)}.png")
     return files
 
 
@@ -247,9 +253,10 @@ class Evaluator:
         result = ImageResult(job.name, job.path, source.width, source.height, warnings=list(source.warnings))
         files = saved_files(self.spec, job)
         saves: dict[str, np.ndarray] = {"original": pixels} if files else {}
+        files_of: dict[tuple[str, float | None], tuple[bytes, float]] = {}  # (label, quality) -> file, encode s
         for label, model in self.models.items():
             try:
-                point, decoded = self._hific_point(label, model, pixels, result.warnings)
+                point, decoded = self._hific_point(label, model, pixels, result.warnings, files=files_of)
             except Exception as exc:
                 result.errors[label] = _describe(exc)
                 continue
@@ -259,11 +266,12 @@ class Evaluator:
                 try:
                     result.curves[label] = [
                         self._hific_point(label, model, pixels, result.warnings, quality=q,
-                                          with_lpips=self.spec.sweep_lpips)[0]
+                                          with_lpips=self.spec.sweep_lpips, files=files_of)[0]
                         for q in self.spec.qualities
                     ]
                 except Exception as exc:
                     result.errors[f"{label} curve"] = _describe(exc)
+        self._realism_points(pixels, result, saves, files_of)
         for key in self.spec.baselines:
             baseline = bl.get(key)
             try:
@@ -283,26 +291,59 @@ class Evaluator:
                 for label, by_model in result.matched.items():
                     by_model.pop(key, None)
                     saves.pop(f"{label}/{key}", None)
+        for label, base, _ in self.spec.realism:
+            if base in result.matched:
+                result.matched[label] = dict(result.matched[base])
         if files:
             self._save(files, saves, result)
         return result
 
+    def _realism_points(
+        self, pixels: np.ndarray, result: ImageResult, saves: dict[str, np.ndarray],
+        files_of: dict[tuple[str, float | None], tuple[bytes, float]],
+    ) -> None:
+        """The realism labels' points: each model's files (default quality, then its curve) decoded at r."""
+        for label, base, realism in self.spec.realism:
+            if base not in result.hific:
+                continue
+            model = self.models[base]
+            try:
+                point, saves[label] = self._hific_point(label, model, pixels, result.warnings, files=files_of,
+                                                        reuse=base, realism=realism)
+                result.hific[label] = point
+                if base in result.curves:
+                    result.curves[label] = [
+                        self._hific_point(label, model, pixels, result.warnings, quality=q, files=files_of,
+                                          reuse=base, realism=realism, with_lpips=self.spec.sweep_lpips)[0]
+                        for q in self.spec.qualities
+                    ]
+            except Exception as exc:
+                result.errors[label] = _describe(exc)
+
     def _hific_point(
         self, label: str, model: Any, pixels: np.ndarray, warnings: list[str], *, quality: float | None = None,
-        with_lpips: bool = True,
+        with_lpips: bool = True, files: dict[tuple[str, float | None], tuple[bytes, float]] | None = None,
+        reuse: str | None = None, realism: float = 0.0,
     ) -> tuple[Point, np.ndarray]:
-        """Encode + decode with a model (at ``quality``, or its default); the point's setting is the
-        quality the file was coded at (None for fixed-rate models)."""
+        """Encode + decode with a model (at ``quality``, or its default; decoding at ``realism``); the
+        point's setting is the quality the file was coded at (None for fixed-rate models). ``files``
+        records each file made (by label and quality); with ``reuse`` the file of that label is decoded
+        instead of encoding again."""
         from PIL import Image
 
         from hificli import api, container
 
+        if reuse is not None and files is not None:
+            data, encode_s = files[(reuse, quality)]
+        else:
+            start = time.perf_counter()
+            data = api.encode(Image.fromarray(pixels, "RGB"), model, quality=quality)
+            encode_s = time.perf_counter() - start
+            if files is not None:
+                files[(label, quality)] = (data, encode_s)
         start = time.perf_counter()
-        data = api.encode(Image.fromarray(pixels, "RGB"), model, quality=quality)
-        encoded = time.perf_counter()
-        decoded = np.asarray(api.decode(data, model).convert("RGB"))
-        done = time.perf_counter()
-        times = (encoded - start, done - encoded)
+        decoded = np.asarray(api.decode(data, model, realism=realism).convert("RGB"))
+        times = (encode_s, time.perf_counter() - start)
         setting = container.unpack(data).header.quality
         point = self._measure(label, pixels, data, decoded, setting=setting, times=times, warnings=warnings,
                               with_lpips=with_lpips)

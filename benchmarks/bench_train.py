@@ -7,6 +7,8 @@ oneDNN warm-up) is not timed.
 
     .venv/bin/python benchmarks/bench_train.py                       # small + full, batch 8, 256 crops
     .venv/bin/python benchmarks/bench_train.py --arch small --steps 5 --perceptual none stlpips-alex
+    .venv/bin/python benchmarks/bench_train.py --stage realism --init hificli/zoo/default/hific-vr2.safetensors \
+        --arch hific-vr2 --batch 8 --crop 128     # the realism decoder of a weights file (--arch: its label)
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def worker(args: argparse.Namespace) -> None:
             steps=args.steps + 1, batch_size=args.batch, crop=args.crop, device=args.device,
             perceptual=args.perceptual[0], log_every=1, save_every=0, val_every=0, val_split=0.0,
             channels_last=args.channels_last, threads=args.threads, checkpoints=False,
-            perceptual_crop=args.perceptual_crop,
+            perceptual_crop=args.perceptual_crop, init=args.init,
         )
         start = time.perf_counter()
         train(options, quiet=True, warn=lambda m: None)
@@ -73,7 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", default=["small", "full"])
     parser.add_argument("--perceptual", nargs="+", default=["stlpips-alex"])
-    parser.add_argument("--stage", default="base", choices=["base", "gan"])
+    parser.add_argument("--stage", default="base", choices=["base", "gan", "realism"])
+    parser.add_argument("--init", default=None, help="weights to start from (required by --stage realism)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
@@ -100,6 +103,8 @@ def main() -> None:
                 cmd.append("--channels-last")
             if args.perceptual_crop:
                 cmd += ["--perceptual-crop", str(args.perceptual_crop)]
+            if args.init:
+                cmd += ["--init", args.init]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
             if proc.returncode != 0:
                 sys.exit(f"{arch}/{kind} failed:\n{proc.stderr[-3000:]}")

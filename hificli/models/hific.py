@@ -142,6 +142,25 @@ class GdnEncoder(nn.Module):
         return self.transform(x)
 
 
+def gdn_synthesis_widths(config: ArchConfig) -> tuple[int, ...]:
+    """Channels from the latents to the image through the GDN Generator's layers."""
+    return (config.latent_channels, *config.encoder_channels[3:0:-1], 3)
+
+
+def gdn_synthesis(config: ArchConfig) -> nn.Sequential:
+    """The GDN Generator's layers: four 5x5 stride-2 transposed convolutions (padding 2, output padding
+    1) with an inverse GDN after the first three (also the realism decoder's, hificli.models.realism)."""
+    widths = gdn_synthesis_widths(config)
+    layers: list[nn.Module] = []
+    for i in range(4):
+        layers.append(
+            nn.ConvTranspose2d(widths[i], widths[i + 1], kernel_size=5, stride=2, padding=2, output_padding=1)
+        )
+        if i < 3:
+            layers.append(GDN(widths[i + 1], inverse=True))
+    return nn.Sequential(*layers)
+
+
 class GdnGenerator(nn.Module):
     """transform "gdn": (N, C, h, w) -> (N, 3, 16h, 16w). The encoder's mirror: four 5x5 stride-2
     transposed convolutions (padding 2, output padding 1) with IGDN after the first three. It has no
@@ -151,15 +170,7 @@ class GdnGenerator(nn.Module):
 
     def __init__(self, config: ArchConfig) -> None:
         super().__init__()
-        widths = (config.latent_channels, *config.encoder_channels[3:0:-1], 3)
-        layers: list[nn.Module] = []
-        for i in range(4):
-            layers.append(
-                nn.ConvTranspose2d(widths[i], widths[i + 1], kernel_size=5, stride=2, padding=2, output_padding=1)
-            )
-            if i < 3:
-                layers.append(GDN(widths[i + 1], inverse=True))
-        self.transform = nn.Sequential(*layers)
+        self.transform = gdn_synthesis(config)
 
     def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
         return y_hat

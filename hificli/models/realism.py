@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hificli.layers import GDN
 from hificli.models.config import ArchConfig
+from hificli.models.hific import gdn_synthesis, gdn_synthesis_widths
 
 #: Prefix of the realism decoder's tensors in a weights file (hificli.weights).
 PREFIX = "Realism."
@@ -44,15 +44,8 @@ class RealismGenerator(nn.Module):
         super().__init__()
         if not supports_realism(config):
             raise ValueError(f"a realism decoder needs the 'gdn' transform, not {config.transform!r}")
-        widths = (config.latent_channels, *config.encoder_channels[3:0:-1], 3)
-        layers: list[nn.Module] = []
-        for i in range(4):
-            layers.append(
-                nn.ConvTranspose2d(widths[i], widths[i + 1], kernel_size=5, stride=2, padding=2, output_padding=1)
-            )
-            if i < 3:
-                layers.append(GDN(widths[i + 1], inverse=True))
-        self.transform = nn.Sequential(*layers)
+        self.transform = gdn_synthesis(config)
+        widths = gdn_synthesis_widths(config)
         self.scale = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
         self.shift = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
 

@@ -12,10 +12,11 @@ reconstructions only (the network is frozen). Measured here, all in one run with
 3. Agreement on real photos (random crops of ``--photos``, JPEG and blur distortions): FAST and PLAIN
    against a float64 evaluation (the exact settings change rounding only); bf16 against FAST (values,
    gradient cosine); windows against the whole crop (correlation over image pairs, mean ratio, and the
-   cosine of the window's gradient with the whole-crop gradient inside the window).
+   cosine of the window's gradient with the whole-crop gradient inside the window, and away from its edge).
 
     .venv/bin/python benchmarks/bench_perceptual.py                        # batch 8, 256 px crops
     .venv/bin/python benchmarks/bench_perceptual.py --batch 4 --repeats 2 --no-agreement
+    .venv/bin/python benchmarks/bench_perceptual.py --no-steps --no-breakdown   # agreement only
 """
 
 from __future__ import annotations
@@ -285,23 +286,40 @@ def agreement(net: torch.nn.Module, args: argparse.Namespace) -> None:
     print(f"\n{BF16} against FAST: distance relative difference (distance >= 0.01) median {np.median(rel):.1e}, "
           f"max {rel.max():.1e}; Pearson {np.corrcoef(bf16, fast)[0, 1]:.5f}; gradient cosine median "
           f"{np.median(cos):.4f}, 10th percentile {np.percentile(cos, 10):.4f}, min {cos.min():.4f}")
+    m = args.margin
     print("\n| window (--perceptual-crop) | Pearson r | Spearman rho | mean window / whole | "
-          "gradient cosine in the window (median, min) |")
-    print("|---|---|---|---|---|")
+          f"gradient cosine in the window (median, min) | the same, over the window less {m} px each side |")
+    print("|---|---|---|---|---|---|")
     for p in args.windows:
         rows = []
         for step in range(args.window_draws):  # a window per draw, as training steps draw them
             score, g = _scores_and_grads(net, P.FAST, x_hat, x, p, step)
-            inside = _perceptual_window(g, g_fast, step, 0, TrainOptions(data_dir="", out="", perceptual_crop=p))
-            rows.append((score, _cosines(*inside)))
-        scores = np.concatenate([r[0] for r in rows])
+            g, ref = _perceptual_window(g, g_fast, step, 0, TrainOptions(data_dir="", out="", perceptual_crop=p))
+            inner = (..., slice(m, p - m), slice(m, p - m))
+            rows.append((score, _cosines(g, ref), _cosines(g[inner], ref[inner])))
+        scores, cos, inner_cos = (np.concatenate(r) for r in zip(*rows, strict=True))
         whole = np.tile(fast, args.window_draws)
-        cos = np.concatenate([r[1] for r in rows])
         print(f"| {p} px | {np.corrcoef(scores, whole)[0, 1]:.3f} | "
               f"{np.corrcoef(_ranks(scores), _ranks(whole))[0, 1]:.3f} | {scores.mean() / whole.mean():.3f} | "
-              f"{np.median(cos):.3f}, {cos.min():.3f} |")
+              f"{np.median(cos):.3f}, {cos.min():.3f} | {np.median(inner_cos):.3f}, {inner_cos.min():.3f} |")
+    print(f"\n({args.window_draws} window draws per pair.) The stride-2 blur pools make the gradient depend on the "
+          "window's offset modulo the trunk's stride, 8 px: one window near the centre, at an offset that is a "
+          "multiple of 8 and 1 px further, gradient cosine with the whole crop's less the edge margin (median):\n")
+    print("| window | offset multiple of 8 | 1 px further |")
+    print("|---|---|---|")
+    for p in args.windows:
+        cells = []
+        for extra in (0, 1):
+            o = (x.shape[-1] - p) // 16 * 8 + extra
+            window = (..., slice(o, o + p), slice(o, o + p))
+            net.execution = P.FAST
+            a = x_hat[window].detach().requires_grad_(True)
+            net(a, x[window]).sum().backward()
+            inner = (..., slice(m, p - m), slice(m, p - m))
+            cells.append(np.median(_cosines(a.grad[inner], g_fast[window][inner])))
+        print(f"| {p} px | {cells[0]:.3f} | {cells[1]:.3f} |")
     loads.append(load_average())
-    print(f"\n({args.window_draws} window draws per pair; {load_note(loads)})")
+    print(f"\n({load_note(loads)})")
 
 
 def main() -> None:
@@ -316,6 +334,8 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, nargs="+", default=[ROOT / "data" / "train", ROOT / "data" / "eval"])
     parser.add_argument("--pairs", type=int, default=32, help="photo crops for the agreement figures")
     parser.add_argument("--window-draws", type=int, default=4)
+    parser.add_argument("--margin", type=int, default=32, help="window edge left out of the inner gradient cosine")
+    parser.add_argument("--no-steps", action="store_true", help="skip the timings (steps and evaluation)")
     parser.add_argument("--no-breakdown", action="store_true")
     parser.add_argument("--no-agreement", action="store_true")
     args = parser.parse_args()
@@ -323,8 +343,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(describe())
     net = P.load_perceptual(args.kind)
-    step_table(net, args)
-    eval_table(net, args)
+    if not args.no_steps:
+        step_table(net, args)
+        eval_table(net, args)
     if not args.no_breakdown:
         breakdown(net, args)
     if not args.no_agreement:

@@ -90,6 +90,7 @@ def test_realism_stage_trains_g_r_and_keeps_the_model(realism_run: Path, base: P
     early, late = (sum(r["loss"] for r in part) / 5 for part in (train[:5], train[-5:]))
     assert late < early  # G_r fits the batch better than the Generator
     assert all(0.0 <= r["realism"] <= 1.0 and r["d_loss"] > 0 for r in train)
+    assert len({round(r["realism"], 6) for r in train}) > 10  # drawn per batch (--realism-sampling uniform)
     val = records(realism_run, "val")
     assert [r["step"] for r in val] == [30] and val[0]["psnr_0"] > 0 and val[0]["psnr_1"] > 0
 
@@ -120,6 +121,15 @@ def test_realism_run_resumes_where_it_stopped(images: Path, base: Path, tmp_path
     assert state["steps"] == 4 and state["stage"] == "realism"
     code, err = run_cli(["train", "--resume", str(out), "--steps", "5", "--beta", "1"], capsys)
     assert code != 0 and "cannot change --beta" in err
+
+
+def test_realism_one_trains_the_full_realism_decoder(images: Path, base: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "one"
+    code, err = run_cli(["train", str(images), "--stage", "realism", "--init", str(base), *FAST, "--steps", "2",
+                         "--log-every", "1", "--save-every", "0", "--val-every", "0", "--realism-sampling", "one",
+                         "--out", str(out)], capsys)
+    assert code == 0, err
+    assert [r["realism"] for r in records(out, "train")] == [1.0, 1.0]
 
 
 def test_realism_stage_needs_a_gdn_init(images: Path, tmp_path: Path, capsys) -> None:

@@ -83,6 +83,9 @@ def _lambdas(value: str | None) -> list[float] | None:
                    "last layer is zero) and learns 10x faster than the network. Default: keep the init's.")
 @click.option("--context-channels", type=click.IntRange(min=1, max=1024), default=None,
               help="Width of a new context's networks [192].")
+@click.option("--realism-sampling", type=click.Choice(["uniform", "one"]), default="uniform", show_default=True,
+              help="--stage realism: each image's realism r ~ U(0, 1), or r = 1 for all (R = 1 is then the "
+                   "trained decoder and R < 1 blends it with the faithful one).")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

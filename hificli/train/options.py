@@ -9,6 +9,7 @@ from typing import Any
 
 STAGES = ("base", "gan", "realism")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+REALISM_SAMPLING = ("uniform", "one")
 MODEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what the .hfc container accepts
 
 #: Options that may differ when a run is resumed (they do not change what is computed).
@@ -56,6 +57,7 @@ class TrainOptions:
     rate_lambdas: list[float] | None = None  #: variable-rate training: lambda per rate level (low -> high)
     context: str | None = None  #: context model kind to train ("none", "checkerboard", "channel"); None: keep
     context_channels: int | None = None  #: width of a new context (default 192)
+    realism_sampling: str = "uniform"  #: realism stage: r ~ U(0, 1) per image ("uniform") or r = 1 ("one")
     rescale: tuple[float, float] = (0.75, 0.95)
     hflip: bool = True
     workers: int | None = None
@@ -72,6 +74,8 @@ class TrainOptions:
         """Raise ValueError naming the first bad option."""
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.realism_sampling not in REALISM_SAMPLING:
+            raise ValueError(f"--realism-sampling must be one of {', '.join(REALISM_SAMPLING)}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.steps < 1 or self.batch_size < 1:

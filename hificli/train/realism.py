@@ -2,8 +2,8 @@
 
 The base model (``--init``: a weights file or run directory) is frozen: its encoder, entropy model and
 Generator, hence every file it writes and its faithful reconstruction, stay as they are. Each step draws
-a realism ``r`` ~ U(0, 1) per image and trains the realistic generator G_r (started as a copy of the
-Generator) and a latent-conditioned discriminator D (HiFiC's) on
+a realism ``r`` ~ U(0, 1) per image (``--realism-sampling one``: r = 1) and trains the realistic
+generator G_r (started as a copy of the Generator) and a latent-conditioned discriminator D (HiFiC's) on
 
     L_G = mean_i [ k_M * MSE_i + r_i * (k_P * perceptual_i + beta * L_G,i) ]      x_i = blend(x0, G_r, r_i)
     L_D = BCE(D(x, y_hat), 1) + BCE(D(x_hat, y_hat), 0)
@@ -238,7 +238,7 @@ def train_realism(
             x = _to_device_batch(next(it), device, False)
             n = x.shape[0]
             y_hat, x0 = base.latents(x)
-            r = torch.rand(n, device=device)
+            r = torch.rand(n, device=device) if options.realism_sampling == "uniform" else torch.ones(n, device=device)
             x_hat = base.network.postprocess(blend(x0, realism(y_hat, r), r))
 
             logits = disc(torch.cat([x, x_hat.detach()]), torch.cat([y_hat, y_hat]))

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from hificli.models.hific import HificModel
 
 WEIGHTS_FORMAT = "hific-weights"
-REALISM_PREFIX = "Realism."  #: hificli.models.realism.PREFIX (kept here: this module imports no torch)
+REALISM_PREFIX = "Realism."  #: the realism decoder's tensors (hificli.models.realism)
 WEIGHTS_VERSION = 1
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 

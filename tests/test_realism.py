@@ -121,6 +121,11 @@ def test_realism_run_resumes_where_it_stopped(images: Path, base: Path, tmp_path
     assert state["steps"] == 4 and state["stage"] == "realism"
     code, err = run_cli(["train", "--resume", str(out), "--steps", "5", "--beta", "1"], capsys)
     assert code != 0 and "cannot change --beta" in err
+    code, err = run_cli([*common, "--steps", "1"], capsys)
+    assert code != 0 and "already holds a training run" in err
+    code, err = run_cli([*common, "--steps", "1", "--force"], capsys)  # a new run: the old log is gone
+    assert code == 0, err
+    assert [r["step"] for r in records(out, "train")] == [1]
 
 
 def test_realism_one_trains_the_full_realism_decoder(images: Path, base: Path, tmp_path: Path, capsys) -> None:
@@ -220,6 +225,12 @@ def test_eval_reports_each_realism_on_the_same_files(coded: dict[str, Path], rea
     assert real["bytes"] == faithful["bytes"] and real["psnr-rgb"] != faithful["psnr-rgb"]
     curve = image["curves"]["test-gdn@r1"]
     assert [p["bytes"] for p in curve] == [p["bytes"] for p in image["curves"]["test-gdn"]]
-    code, err = run_cli(["eval", str(coded["image"]), "-m", str(coded["image"].parent / "missing"), "--realism",
-                         "2"], capsys)
-    assert code == 2
+    code, err = run_cli(["eval", str(coded["image"]), "-m", str(realism_run / "weights.safetensors"), "-b", "none",
+                         "--realism", "2"], capsys)
+    assert code == 2 and "realism values must be in (0, 1]" in err
+
+
+def test_eval_realism_needs_a_realism_decoder(coded: dict[str, Path], base: Path, capsys) -> None:
+    code, err = run_cli(["eval", str(coded["image"]), "-m", str(base), "-b", "none", "--lpips", "none",
+                         "--realism", "1"], capsys)
+    assert code == 4 and "has no realism decoder" in err

@@ -23,9 +23,10 @@ from torch import nn
 
 from hificli.models.config import ArchConfig
 from hificli.models.hific import gdn_synthesis, gdn_synthesis_widths
+from hificli.weights import REALISM_PREFIX
 
-#: Prefix of the realism decoder's tensors in a weights file (hificli.weights).
-PREFIX = "Realism."
+#: Prefix of the realism decoder's tensors in a weights file (defined by hificli.weights).
+PREFIX = REALISM_PREFIX
 
 
 def supports_realism(config: ArchConfig) -> bool:

@@ -131,11 +131,27 @@ def schedule_reference_k_m(options: TrainOptions) -> float:
     return make_schedule(regime=options.regime, stage=options.stage, steps=options.steps).k_m
 
 
+def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool, main_proc: bool = True) -> None:
+    """Refuse to start over an existing run unless ``force`` (which removes its checkpoint, weights and
+    log); create the directory of a new run."""
+    if not resume and (run_dir / S.CHECKPOINT_NAME).exists() and not force:
+        raise OutputExistsError(
+            f"{run_dir} already holds a training run", f"continue it with --resume {run_dir}, or pass --force"
+        )
+    if main_proc and not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if force:
+            for name in (S.CHECKPOINT_NAME, S.WEIGHTS_NAME, S.LOG_NAME):
+                (run_dir / name).unlink(missing_ok=True)
+
+
 def arch_name(config: ArchConfig) -> str:
     return next((name for name, c in PRESETS.items() if c == config), "custom")
 
 
-def _cpu_threads(layout: dist.Layout, requested: int | None) -> int:
+def cpu_threads(layout: dist.Layout, requested: int | None) -> int:
+    """Torch threads of one process: ``--threads``, else $OMP_NUM_THREADS, else the usable CPUs shared
+    among the processes of this node."""
     if requested:
         return requested
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
@@ -243,19 +259,11 @@ def train(
     say = warn if (warn is not None and main_proc) else (lambda m: None)
     progress = ProgressLine(options.steps, 0, enabled=main_proc and not quiet)
     if layout.device.type == "cpu":
-        torch.set_num_threads(_cpu_threads(layout, options.threads))
+        torch.set_num_threads(cpu_threads(layout, options.threads))
     else:
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
 
-    if not resume and (run_dir / S.CHECKPOINT_NAME).exists() and not force:
-        raise OutputExistsError(
-            f"{run_dir} already holds a training run", f"continue it with --resume {run_dir}, or pass --force"
-        )
-    if main_proc and not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if force:
-            for name in (S.CHECKPOINT_NAME, S.WEIGHTS_NAME, S.LOG_NAME):
-                (run_dir / name).unlink(missing_ok=True)
+    prepare_run_dir(run_dir, resume=resume, force=force, main_proc=main_proc)
     dist.barrier(layout)
 
     # architecture and weights

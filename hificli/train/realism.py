@@ -24,19 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from hificli.errors import HificError, ModelMismatchError, OutputExistsError
+from hificli.errors import HificError, ModelMismatchError
 from hificli.train import data as D
+from hificli.train import distributed as dist
 from hificli.train import losses as L
 from hificli.train import state as S
 from hificli.train import variable_rate as VR
 from hificli.train.options import TrainOptions
 from hificli.train.report import JsonlLog, ProgressLine
+from hificli.train.schedule import BETA, K_M, K_P, LR
 
-#: HiFiC's loss weights (Mentzer et al. 2020): MSE on 0..255, perceptual, adversarial.
-DEFAULT_K_M = 0.075 * 2**-5
-DEFAULT_K_P = 1.0
-DEFAULT_BETA = 0.15
-DEFAULT_LR = 1e-4
 METRICS = ("loss", "distortion", "perceptual", "d_loss", "g_loss", "realism")
 
 
@@ -96,7 +93,15 @@ def train_realism(
     from hificli.models.discriminator import Discriminator
     from hificli.models.realism import PREFIX, RealismGenerator, blend
     from hificli.perceptual import load_perceptual, resolve_kind
-    from hificli.train.loop import TrainResult, _perceptual_window, _StopFlag, _to_device_batch, merge_resume
+    from hificli.train.loop import (
+        TrainResult,
+        _perceptual_window,
+        _StopFlag,
+        _to_device_batch,
+        cpu_threads,
+        merge_resume,
+        prepare_run_dir,
+    )
 
     say = warn or (lambda m: None)
     run_dir = Path(options.out)
@@ -111,16 +116,13 @@ def train_realism(
         options.validate()
     except ValueError as exc:
         raise HificError(f"invalid training options: {exc}") from None
-    if not resume and (run_dir / S.CHECKPOINT_NAME).exists() and not force:
-        raise OutputExistsError(
-            f"{run_dir} already holds a training run", f"continue it with --resume {run_dir}, or pass --force"
-        )
-    device = torch.device("cuda" if options.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    if options.device == "cuda" and device.type != "cuda":
-        raise HificError("--device cuda: no CUDA device is available", "use --device cpu")
-    if device.type == "cpu" and options.threads:
-        torch.set_num_threads(options.threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.env_world()[1] > 1:
+        raise HificError("--stage realism runs in one process", "start it without torchrun")
+    layout = dist.setup(options.device)
+    device = layout.device
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(layout, options.threads))
+    prepare_run_dir(run_dir, resume=resume, force=force)
 
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
@@ -136,10 +138,10 @@ def train_realism(
     for module in (realism, disc, perceptual):
         if module is not None:
             module.to(device)
-    lr = options.lr or DEFAULT_LR
-    k_m = DEFAULT_K_M if options.k_m is None else options.k_m
-    k_p = DEFAULT_K_P if options.k_p is None else options.k_p
-    beta = DEFAULT_BETA if options.beta is None else options.beta
+    lr = options.lr or LR
+    k_m = K_M if options.k_m is None else options.k_m
+    k_p = K_P if options.k_p is None else options.k_p
+    beta = BETA if options.beta is None else options.beta
     opt_g = torch.optim.Adam(realism.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     start = 0

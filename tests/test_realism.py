@@ -89,7 +89,7 @@ def test_realism_stage_trains_g_r_and_keeps_the_model(realism_run: Path, base: P
     assert [r["step"] for r in train] == list(range(1, 31))
     early, late = (sum(r["loss"] for r in part) / 5 for part in (train[:5], train[-5:]))
     assert late < early  # G_r fits the batch better than the Generator
-    assert all(0.0 <= r["realism"] <= 1.0 and r["d_loss"] > 0 for r in train)
+    assert all(0.0 <= r["realism"] <= 1.0 and r["d_loss"] == 0 for r in train)  # beta 0: D is not trained
     assert len({round(r["realism"], 6) for r in train}) > 10  # drawn per batch (--realism-sampling uniform)
     val = records(realism_run, "val")
     assert [r["step"] for r in val] == [30] and val[0]["psnr_0"] > 0 and val[0]["psnr_1"] > 0
@@ -117,6 +117,7 @@ def test_realism_run_resumes_where_it_stopped(images: Path, base: Path, tmp_path
     code, err = run_cli(["train", "--resume", str(out), "--steps", "4"], capsys)
     assert code == 0, err
     assert [r["step"] for r in records(out, "train")] == [1, 2, 3, 4]
+    assert all(r["d_loss"] > 0 for r in records(out, "train"))  # default beta: D is trained
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["steps"] == 4 and state["stage"] == "realism"
     code, err = run_cli(["train", "--resume", str(out), "--steps", "5", "--beta", "1"], capsys)

@@ -61,6 +61,23 @@ def per_image_generator_loss(logits: torch.Tensor, n: int) -> torch.Tensor:
     return loss.reshape(n, -1).mean(dim=1)
 
 
+def adversarial_step(
+    disc: torch.nn.Module, opt_d: torch.optim.Optimizer, x: torch.Tensor, x_hat: torch.Tensor, y_hat: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One discriminator update on (x, x_hat), then the generator's loss per image against the updated D:
+    (L_D, L_G per image (N,))."""
+    logits = disc(torch.cat([x, x_hat.detach()]), torch.cat([y_hat, y_hat]))
+    real, fake = logits.chunk(2)
+    d_loss = L.discriminator_loss(real, fake)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    disc.requires_grad_(False)
+    adversarial = per_image_generator_loss(disc(x_hat, y_hat), x.shape[0])
+    disc.requires_grad_(True)
+    return d_loss.detach(), adversarial
+
+
 class _Base:
     """The frozen base model: quantized latents and the faithful reconstruction of a batch."""
 
@@ -243,16 +260,10 @@ def train_realism(
             r = torch.rand(n, device=device) if options.realism_sampling == "uniform" else torch.ones(n, device=device)
             x_hat = base.network.postprocess(blend(x0, realism(y_hat, r), r))
 
-            logits = disc(torch.cat([x, x_hat.detach()]), torch.cat([y_hat, y_hat]))
-            real, fake = logits.chunk(2)
-            d_loss = L.discriminator_loss(real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
-            disc.requires_grad_(False)
-            adversarial = per_image_generator_loss(disc(x_hat, y_hat), n)
-            disc.requires_grad_(True)
+            if beta > 0:
+                d_loss, adversarial = adversarial_step(disc, opt_d, x, x_hat, y_hat)
+            else:  # no GAN term: D is neither trained nor run (it stays as it started)
+                d_loss, adversarial = torch.zeros(()), torch.zeros(n, device=device)
             if perceptual is not None:
                 window = _perceptual_window(x_hat, x, step, 0, options)
                 distance = perceptual(*window).reshape(n)

@@ -29,6 +29,19 @@ def _lambdas(value: str | None) -> list[float] | None:
     return lambdas
 
 
+def _widths(value: str | None) -> tuple[int, int, int] | None:
+    """Parse ``--widen W1,W2,W4`` (usage error when malformed)."""
+    if value is None:
+        return None
+    try:
+        widths = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected three comma-separated integers") from None
+    if len(widths) != 3 or not all(1 <= w <= 4096 for w in widths):
+        raise click.BadParameter("need three widths between 1 and 4096")
+    return widths  # type: ignore[return-value]
+
+
 @click.command("train")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--stage", type=click.Choice(["base", "gan", "realism"]), default="base", show_default=True,
@@ -83,6 +96,10 @@ def _lambdas(value: str | None) -> list[float] | None:
                    "last layer is zero) and learns 10x faster than the network. Default: keep the init's.")
 @click.option("--context-channels", type=click.IntRange(min=1, max=1024), default=None,
               help="Width of a new context's networks [192].")
+@click.option("--widen", callback=lambda ctx, param, value: _widths(value), default=None, metavar="W1,W2,W4",
+              help="Widen the --init GDN model's hidden layers (at 1/2, 1/4 and 1/8 of the image size) to "
+                   "these widths before training; new channels start with zero weights into the next layer, "
+                   "so training starts from the same model.")
 @click.option("--realism-sampling", type=click.Choice(["uniform", "one"]), default="uniform", show_default=True,
               help="--stage realism: each image's realism r ~ U(0, 1), or r = 1 for all (R = 1 is then the "
                    "trained decoder and R < 1 blends it with the faithful one).")

@@ -112,6 +112,20 @@ def read_init(path: str) -> tuple[ArchConfig, dict[str, torch.Tensor], dict[str,
     return ckpt.config, ckpt.state_dict, ckpt.discriminator_state
 
 
+def widen_init(
+    init: tuple[ArchConfig, dict[str, torch.Tensor], dict[str, torch.Tensor] | None], widths: tuple[int, int, int],
+    seed: int,
+) -> tuple[ArchConfig, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """``read_init``'s result with the GDN transforms widened (hificli.models.widen)."""
+    from hificli.models.widen import widen_state
+
+    try:
+        config, state = widen_state(init[1], init[0], widths, seed=seed)
+    except ValueError as exc:
+        raise HificError(f"--widen: {exc}") from None
+    return config, state, None
+
+
 def resolve_arch(options: TrainOptions, init_config: ArchConfig | None, explicit: set[str]) -> ArchConfig:
     """``--arch`` preset, or the init checkpoint's architecture (which an explicit --arch must match)."""
     if init_config is None:
@@ -274,6 +288,10 @@ def train(
     else:
         if options.init:
             init = read_init(options.init)
+            if options.widen:
+                init = widen_init(init, options.widen, options.seed)
+        elif options.widen:
+            raise HificError("--widen needs --init MODEL (the model to widen)")
         config = resolve_arch(options, init[0] if init else None, explicit)
         config, new_rate_levels = VR.rate_config(config, options.rate_lambdas)
         config, new_context = context_config(config, options.context, options.context_channels)

@@ -57,6 +57,7 @@ class TrainOptions:
     rate_lambdas: list[float] | None = None  #: variable-rate training: lambda per rate level (low -> high)
     context: str | None = None  #: context model kind to train ("none", "checkerboard", "channel"); None: keep
     context_channels: int | None = None  #: width of a new context (default 192)
+    widen: tuple[int, int, int] | None = None  #: new hidden widths of an --init GDN model (1/2, 1/4, 1/8 res.)
     realism_sampling: str = "uniform"  #: realism stage: r ~ U(0, 1) per image ("uniform") or r = 1 ("one")
     rescale: tuple[float, float] = (0.75, 0.95)
     hflip: bool = True
@@ -105,12 +106,14 @@ class TrainOptions:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["rescale"] = list(self.rescale)
+        data["widen"] = list(self.widen) if self.widen else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if "rescale" in values:
-            values["rescale"] = tuple(values["rescale"])
+        for name in ("rescale", "widen"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)

@@ -129,6 +129,8 @@ def train_realism(
         options.out = str(run_dir)
     if not options.init:
         raise HificError("--stage realism needs --init MODEL (the weights file or run to add realism to)")
+    if options.widen:
+        raise HificError("--stage realism keeps the model as it is: it takes no --widen")
     try:
         options.validate()
     except ValueError as exc:

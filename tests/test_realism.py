@@ -49,11 +49,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def realism_run(images: Path, base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A realism run that fits one batch by MSE alone (beta 0, no perceptual term): 30 steps."""
+    """A realism run that fits one batch by MSE alone (beta 0, no perceptual term, no grid penalty): 30 steps."""
     out = tmp_path_factory.mktemp("runs") / "realism"
     with pytest.raises(SystemExit) as info:
         main(["--quiet", "train", str(images), "--stage", "realism", "--init", str(base), *FAST, "--steps", "30",
-              "--beta", "0", "--overfit", "--lr", "3e-3", "--log-every", "1", "--save-every", "0",
+              "--beta", "0", "--k-grid", "0", "--overfit", "--lr", "3e-3", "--log-every", "1", "--save-every", "0",
               "--val", str(images), "--val-every", "0", "--out", str(out)])
     assert info.value.code == 0
     return out
@@ -90,6 +90,7 @@ def test_realism_stage_trains_g_r_and_keeps_the_model(realism_run: Path, base: P
     early, late = (sum(r["loss"] for r in part) / 5 for part in (train[:5], train[-5:]))
     assert late < early  # G_r fits the batch better than the Generator
     assert all(0.0 <= r["realism"] <= 1.0 and r["d_loss"] == 0 for r in train)  # beta 0: D is not trained
+    assert all(r["grid"] >= 0 for r in train) and train[-1]["grid"] > 0  # G_r's grid-locked change is measured
     assert len({round(r["realism"], 6) for r in train}) > 10  # drawn per batch (--realism-sampling uniform)
     val = records(realism_run, "val")
     assert [r["step"] for r in val] == [30] and val[0]["psnr_0"] > 0 and val[0]["psnr_1"] > 0
@@ -235,3 +236,26 @@ def test_eval_realism_needs_a_realism_decoder(coded: dict[str, Path], base: Path
     code, err = run_cli(["eval", str(coded["image"]), "-m", str(base), "-b", "none", "--lpips", "none",
                          "--realism", "1"], capsys)
     assert code == 4 and "has no realism decoder" in err
+
+
+def test_the_grid_pattern_is_what_repeats_at_every_latent_position() -> None:
+    from hificli.train.realism import grid_pattern
+
+    stamp = torch.randn(3, 16, 16)
+    stamped = stamp.repeat(1, 4, 5)[None].repeat(2, 1, 1, 1)  # the same 16 x 16 pattern everywhere
+    assert torch.allclose(grid_pattern(stamped), stamp, atol=1e-6)
+    torch.manual_seed(0)
+    detail = torch.randn(8, 3, 128, 128)  # changes that do not repeat with the grid average out
+    assert float(grid_pattern(detail).pow(2).mean()) < 0.01
+    assert float(grid_pattern(torch.full((1, 3, 40, 40), 2.0)).mean()) == 2.0  # a colour shift counts too
+
+
+def test_the_grid_penalty_keeps_g_r_from_stamping_a_pattern(images: Path, base: Path, realism_run: Path,
+                                                            tmp_path: Path, capsys) -> None:
+    out = tmp_path / "grid"
+    code, err = run_cli(["train", str(images), "--stage", "realism", "--init", str(base), *FAST, "--steps", "30",
+                         "--beta", "0", "--k-grid", "30", "--overfit", "--lr", "3e-3", "--log-every", "1",
+                         "--save-every", "0", "--val-every", "0", "--out", str(out)], capsys)
+    assert code == 0, err
+    free, penalized = (sum(r["grid"] for r in records(run, "train")[-5:]) for run in (realism_run, out))
+    assert penalized < 0.5 * free

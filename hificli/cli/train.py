@@ -79,6 +79,8 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @_opt_float("--lambda-b", "Override the rate weight below the target (default 2^-4).")
 @_opt_float("--k-m", "Override the MSE weight (default 0.075 * 2^-5, MSE on 0..255).")
 @_opt_float("--k-p", "Override the perceptual weight (default 1).")
+@_opt_float("--k-grid", "--stage realism: weight of the penalty on a pattern locked to the latents' 16 px grid "
+                        "(the batch mean of G_r's change at each of the 16 x 16 phases; default 0.1).")
 @_opt_float("--beta", "Override the GAN weight (default 0.15).")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
               help="Steps with lambda x2 and a raised target (default min(50k, 5% of --steps); gan: 0).")

@@ -49,6 +49,7 @@ class TrainOptions:
     lambda_b: float | None = None
     k_m: float | None = None
     k_p: float | None = None
+    k_grid: float | None = None  #: realism stage: weight of the grid-locked pattern penalty (default K_GRID)
     beta: float | None = None
     warmup_steps: int | None = None
     lr_drop_step: int | None = None
@@ -75,6 +76,8 @@ class TrainOptions:
         """Raise ValueError naming the first bad option."""
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.k_grid is not None and (self.stage != "realism" or self.k_grid < 0):
+            raise ValueError("--k-grid is a weight >= 0 of the realism stage (--stage realism)")
         if self.realism_sampling not in REALISM_SAMPLING:
             raise ValueError(f"--realism-sampling must be one of {', '.join(REALISM_SAMPLING)}")
         if self.amp not in AMP_MODES:

@@ -5,8 +5,13 @@ Generator, hence every file it writes and its faithful reconstruction, stay as t
 a realism ``r`` ~ U(0, 1) per image (``--realism-sampling one``: r = 1) and trains the realistic
 generator G_r (started as a copy of the Generator) and a latent-conditioned discriminator D (HiFiC's) on
 
-    L_G = mean_i [ k_M * MSE_i + r_i * (k_P * perceptual_i + beta * L_G,i) ]      x_i = blend(x0, G_r, r_i)
-    L_D = BCE(D(x, y_hat), 1) + BCE(D(x_hat, y_hat), 0)
+    L_G = mean_i [ k_M * MSE_i + r_i * (k_P * perceptual_i + beta * L_G,i) ] + k_grid * mean(P^2)
+    L_D = BCE(D(x, y_hat), 1) + BCE(D(x_hat, y_hat), 0)                       x_i = blend(x0, G_r, r_i)
+
+P (3 x 16 x 16, in 0-255 units) is the change x_hat - x0 averaged over the batch at each phase of the
+latents' 16 px grid: detail that follows the content averages out there, a pattern stamped at every
+latent position (what a perceptual distance alone rewards: a fixed texture, periodic with the
+generator's stride, even on smooth skies) and a global colour shift do not.
 
 with the latents quantized as the codec does (hard rounding; a random rate level per image for a
 variable-rate model). ``RUN_DIR/weights.safetensors`` is the base weights file plus the realism tensors
@@ -34,7 +39,9 @@ from hificli.train.options import TrainOptions
 from hificli.train.report import JsonlLog, ProgressLine
 from hificli.train.schedule import BETA, K_M, K_P, LR
 
-METRICS = ("loss", "distortion", "perceptual", "d_loss", "g_loss", "realism")
+METRICS = ("loss", "distortion", "perceptual", "d_loss", "g_loss", "realism", "grid")
+K_GRID = 0.1  #: default weight of the grid-locked pattern penalty (see the module docstring)
+GRID = 16  #: the latents' stride in pixels
 
 
 def base_weights_path(init: str | Path) -> Path:
@@ -52,6 +59,15 @@ def realism_loss(
     mse = ((x_hat.float() - x.float()) ** 2).mean(dim=(1, 2, 3)) * 255.0**2
     per_image = k_m * mse + realism * (k_p * perceptual + beta * adversarial)
     return per_image.mean(), mse.mean()
+
+
+def grid_pattern(change: torch.Tensor, period: int = GRID) -> torch.Tensor:
+    """(C, period, period): the batch mean of ``change`` (N, C, H, W) at each phase of a ``period``
+    px grid anchored at the top left (H and W cut to multiples of ``period``)."""
+    n, c, h, w = change.shape
+    h, w = h - h % period, w - w % period
+    tiles = change[:, :, :h, :w].reshape(n, c, h // period, period, w // period, period)
+    return tiles.mean(dim=(0, 2, 4))
 
 
 def per_image_generator_loss(logits: torch.Tensor, n: int) -> torch.Tensor:
@@ -161,6 +177,7 @@ def train_realism(
     k_m = K_M if options.k_m is None else options.k_m
     k_p = K_P if options.k_p is None else options.k_p
     beta = BETA if options.beta is None else options.beta
+    k_grid = K_GRID if options.k_grid is None else options.k_grid
     opt_g = torch.optim.Adam(realism.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     start = 0
@@ -190,7 +207,7 @@ def train_realism(
     progress.message(
         f"hific train: realism stage on {base.info.model_id} ({sum(p.numel() for p in realism.parameters()) / 1e6:.2f}"
         f" M trainable + D), {device}; {len(pool)} training images, {len(val_images)} validation; perceptual "
-        f"{kind}; k_M {k_m:g} k_P {k_p:g} beta {beta:g}; step {start} -> {options.steps}"
+        f"{kind}; k_M {k_m:g} k_P {k_p:g} beta {beta:g} k_grid {k_grid:g}; step {start} -> {options.steps}"
     )
 
     def save(step: int) -> None:
@@ -209,7 +226,7 @@ def train_realism(
             "rng": [S.capture_rng(device)],
         }, run_dir / S.CHECKPOINT_NAME)
         meta = {"source": "hific-train", "stage": "realism", "steps": step, "perceptual": kind, "k_m": k_m,
-                "k_p": k_p, "beta": beta, "crop": options.crop, "batch_size": options.batch_size}
+                "k_p": k_p, "beta": beta, "k_grid": k_grid, "crop": options.crop, "batch_size": options.batch_size}
         save_with_realism(base.path, realism, run_dir / S.WEIGHTS_NAME, model_id=model_id, meta=meta)
 
     def validate(step: int) -> dict[str, Any] | None:
@@ -261,6 +278,8 @@ def train_realism(
             y_hat, x0 = base.latents(x)
             r = torch.rand(n, device=device) if options.realism_sampling == "uniform" else torch.ones(n, device=device)
             x_hat = base.network.postprocess(blend(x0, realism(y_hat, r), r))
+            pattern = grid_pattern((x_hat - base.network.postprocess(x0)) * 255.0)
+            grid = pattern.pow(2).mean()
 
             if beta > 0:
                 d_loss, adversarial = adversarial_step(disc, opt_d, x, x_hat, y_hat)
@@ -272,6 +291,7 @@ def train_realism(
             else:
                 distance = torch.zeros(n, device=device)
             loss, mse = realism_loss(x_hat, x, r, distance, adversarial, k_m=k_m, k_p=k_p, beta=beta)
+            loss = loss + k_grid * grid
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             if options.grad_clip:
@@ -279,7 +299,7 @@ def train_realism(
             opt_g.step()
             step += 1
 
-            acc += [float(t.detach().mean()) for t in (loss, mse, distance, d_loss, adversarial, r)]
+            acc += [float(t.detach().mean()) for t in (loss, mse, distance, d_loss, adversarial, r, grid.sqrt())]
             acc_n += 1
             if (options.log_every and step % options.log_every == 0) or step == options.steps:
                 mean = dict(zip(METRICS, (acc / acc_n).tolist(), strict=True))

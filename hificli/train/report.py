@@ -34,6 +34,8 @@ def format_line(step: int, total: int, m: dict[str, Any]) -> str:
     parts.append(f"PSNR {m['psnr']:.2f}")
     if "realism" in m:
         parts.append(f"realism {m['realism']:.2f}")
+    if "grid" in m:
+        parts.append(f"grid {m['grid']:.2f}")
     if m.get("perceptual") is not None:
         parts.append(f"lpips {m['perceptual']:.4f}")
     if m.get("d_loss") is not None:

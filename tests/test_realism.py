@@ -259,3 +259,17 @@ def test_the_grid_penalty_keeps_g_r_from_stamping_a_pattern(images: Path, base: 
     assert code == 0, err
     free, penalized = (sum(r["grid"] for r in records(run, "train")[-5:]) for run in (realism_run, out))
     assert penalized < 0.5 * free
+
+
+def test_init_with_a_realism_decoder_trains_it_further(images: Path, realism_run: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    out = tmp_path / "more"
+    code, err = run_cli(["train", str(images), "--stage", "realism", "--init", str(realism_run), *FAST, "--steps",
+                         "1", "--lr", "1e-12", "--beta", "0", "--save-every", "0", "--val-every", "0",
+                         "--out", str(out)], capsys)
+    assert code == 0, err
+    before, _ = read_verified(realism_run / "weights.safetensors")
+    after, _ = read_verified(out / "weights.safetensors")
+    key = "Realism.transform.0.weight"
+    assert not np.allclose(before[key], before["Generator.transform.0.weight"])  # the first run trained it
+    assert np.allclose(after[key], before[key], atol=1e-6)  # started from it, not from the Generator

@@ -3,7 +3,8 @@
 The base model (``--init``: a weights file or run directory) is frozen: its encoder, entropy model and
 Generator, hence every file it writes and its faithful reconstruction, stay as they are. Each step draws
 a realism ``r`` ~ U(0, 1) per image (``--realism-sampling one``: r = 1) and trains the realistic
-generator G_r (started as a copy of the Generator) and a latent-conditioned discriminator D (HiFiC's) on
+generator G_r (started as a copy of the Generator, or as the realism decoder ``--init`` has) and a
+latent-conditioned discriminator D (HiFiC's) on
 
     L_G = mean_i [ k_M * MSE_i + r_i * (k_P * perceptual_i + beta * L_G,i) ] + k_grid * mean(P^2)
     L_D = BCE(D(x, y_hat), 1) + BCE(D(x_hat, y_hat), 0)                       x_i = blend(x0, G_r, r_i)
@@ -166,7 +167,12 @@ def train_realism(
     if resumed is not None and resumed["args"].get("base_fingerprint") != base.info.fingerprint.hex():
         raise ModelMismatchError(f"{base.path} is not the model this run was started from")
     realism = RealismGenerator(config)
-    realism.start_from(base.network.Generator)
+    previous = getattr(base.network, "Realism", None)
+    if previous is not None and resumed is None:  # --init a model that has one: train it further
+        realism.load_state_dict(previous.state_dict())
+        say(f"{base.path} has a realism decoder: training continues from it")
+    else:
+        realism.start_from(base.network.Generator)
     disc = Discriminator(config)
     kind = "none" if options.perceptual == "none" else resolve_kind(options.perceptual)
     perceptual = load_perceptual(kind) if kind != "none" else None

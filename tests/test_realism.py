@@ -273,3 +273,22 @@ def test_init_with_a_realism_decoder_trains_it_further(images: Path, realism_run
     key = "Realism.transform.0.weight"
     assert not np.allclose(before[key], before["Generator.transform.0.weight"])  # the first run trained it
     assert np.allclose(after[key], before[key], atol=1e-6)  # started from it, not from the Generator
+
+
+def test_the_default_model_ships_a_realism_decoder(tmp_path: Path, capsys) -> None:
+    """The embedded default decodes one file faithfully (R = 0, the plain decode) and with synthesised detail."""
+    src = tmp_path / "photo.png"
+    sample_image(128, 96, seed=5).save(src)
+    code, err = run_cli(["encode", str(src), "-o", str(tmp_path / "photo.hfc")], capsys)
+    assert code == 0, err
+    outputs = {}
+    for name, extra in (("plain", []), ("zero", ["--realism", "0"]), ("one", ["--realism", "1"]),
+                        ("half", ["--realism", "0.5"])):
+        out = tmp_path / f"{name}.png"
+        code, err = run_cli(["decode", str(tmp_path / "photo.hfc"), "-o", str(out), *extra], capsys)
+        assert code == 0, err
+        outputs[name] = np.asarray(Image.open(out)).astype(np.int16)
+    assert np.array_equal(outputs["zero"], outputs["plain"])
+    assert not np.array_equal(outputs["one"], outputs["plain"])
+    # R blends linearly between the two decodes (up to 8-bit rounding and clipping)
+    assert np.abs(outputs["half"] - (outputs["plain"] + outputs["one"]) / 2).max() <= 1.5

@@ -68,7 +68,8 @@ MODELS: tuple[ModelEntry, ...] = (
         name=DEFAULT_MODEL,
         target_bpp=None,
         description="variable-rate compact HiFiC-style codec with a channel-conditional context model "
-        "(hific-vr fine-tuned on 92 photos); -q 0-100 or --bpp/--size; the default, offline",
+        "(hific-vr fine-tuned on 92 photos) and a realism decoder (decode --realism R); -q 0-100 or "
+        "--bpp/--size; the default, offline",
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",

@@ -17,11 +17,8 @@ import torch
 from hificli.layers import GDN
 from hificli.models.config import ArchConfig
 
-#: Per transform: (conv key, GDN key or None) per layer, in order.
-_LAYERS = {
-    "Encoder": ((0, 1), (2, 3), (4, 5), (6, None)),
-    "Generator": ((0, 1), (2, 3), (4, 5), (6, None)),
-}
+#: (convolution index, GDN index or None) of each layer of a GDN transform's ``transform`` Sequential.
+_LAYERS = ((0, 1), (2, 3), (4, 5), (6, None))
 #: Small relative scale of a new channel's incoming weights (against the layer's weight RMS).
 NEW_WEIGHT_SCALE = 0.1
 
@@ -43,7 +40,7 @@ def _gdn_state(old_beta: torch.Tensor, old_gamma: torch.Tensor, width: int) -> t
     fresh = GDN(width)
     beta, gamma = fresh.beta.detach().clone(), fresh.gamma.detach().clone()
     n = old_beta.shape[0]
-    zero = (GDN.PEDESTAL) ** 0.5  # stored form of gamma 0
+    zero = GDN.PEDESTAL**0.5  # stored form of gamma 0
     gamma[:n, n:] = zero
     gamma[n:, :n] = zero
     beta[:n] = old_beta
@@ -75,9 +72,9 @@ def widen_state(
     out = dict(state)
     ec = new_config.encoder_channels
     hidden = {"Encoder": (ec[1], ec[2], ec[3]), "Generator": (ec[3], ec[2], ec[1])}
-    for part, layers in _LAYERS.items():
+    for part in ("Encoder", "Generator"):
         width_in = None  # the widened input width of this layer (None: the image or the latents)
-        for index, (conv, norm) in enumerate(layers):
+        for index, (conv, norm) in enumerate(_LAYERS):
             w_key, b_key = f"{part}.transform.{conv}.weight", f"{part}.transform.{conv}.bias"
             weight, bias = out[w_key], out[b_key]
             # Conv2d weights are (out, in, k, k); ConvTranspose2d weights are (in, out, k, k)
@@ -90,8 +87,8 @@ def widen_state(
                 bias = _grow(bias, 0, width, "zero", generator)
                 g_key = f"{part}.transform.{norm}"
                 beta, gamma = _gdn_state(out[f"{g_key}.beta"], out[f"{g_key}.gamma"], width)
-                out[f"{g_key}.beta"], out[f"{g_key}.gamma"] = beta.to(out[f"{g_key}.beta"].dtype), \
-                    gamma.to(out[f"{g_key}.gamma"].dtype)
+                for name, value in (("beta", beta), ("gamma", gamma)):
+                    out[f"{g_key}.{name}"] = value.to(out[f"{g_key}.{name}"].dtype)
                 width_in = width
             out[w_key], out[b_key] = weight.contiguous(), bias.contiguous()
     return new_config, out

@@ -27,13 +27,14 @@ def main() -> None:
 
     import torch
 
+    from hificli.train.realism import base_weights_path
     from hificli.weights import load_weights, read_weights_info, save_with_realism
 
     target = ROOT / "hificli" / "zoo" / "default" / f"{args.model_id}.safetensors"
     shipped = read_weights_info(target)
     decoders, metas = [], []
     for source in args.sources:
-        path = source / "weights.safetensors" if source.is_dir() else source
+        path = base_weights_path(source)
         network, _, _, info = load_weights(path)
         if getattr(network, "Realism", None) is None:
             raise SystemExit(f"{path} has no realism decoder")

@@ -83,3 +83,13 @@ def test_train_widen_trains_the_wider_model(tmp_path: Path, capsys) -> None:
     code, err = run_cli(["train", str(images), "--stage", "realism", "--init", str(base), "--widen", "8,10,12",
                          *FAST, "--steps", "1", "--out", str(tmp_path / "realism")], capsys)
     assert code != 0 and "takes no --widen" in err
+
+
+def test_widening_an_init_keeps_its_discriminator() -> None:
+    from hificli.train.loop import widen_init
+
+    network = make_tiny_network(1, "tiny-gdn")
+    disc = {"conv_out.weight": torch.ones(1, 4, 1, 1)}  # D sees the latents, not the transforms' widths
+    config, state, kept = widen_init((network.config, network.state_dict(), disc), (8, 10, 12), seed=0)
+    assert config.encoder_channels[1:4] == (8, 10, 12) and kept is disc
+    assert state["Encoder.transform.0.weight"].shape[0] == 8

@@ -116,14 +116,15 @@ def widen_init(
     init: tuple[ArchConfig, dict[str, torch.Tensor], dict[str, torch.Tensor] | None], widths: tuple[int, int, int],
     seed: int,
 ) -> tuple[ArchConfig, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-    """``read_init``'s result with the GDN transforms widened (hificli.models.widen)."""
+    """``read_init``'s result with the GDN transforms widened (hificli.models.widen); a discriminator
+    depends on the latents only and is kept as it is."""
     from hificli.models.widen import widen_state
 
     try:
         config, state = widen_state(init[1], init[0], widths, seed=seed)
     except ValueError as exc:
         raise HificError(f"--widen: {exc}") from None
-    return config, state, None
+    return config, state, init[2]
 
 
 def resolve_arch(options: TrainOptions, init_config: ArchConfig | None, explicit: set[str]) -> ArchConfig:
@@ -290,8 +291,6 @@ def train(
             init = read_init(options.init)
             if options.widen:
                 init = widen_init(init, options.widen, options.seed)
-        elif options.widen:
-            raise HificError("--widen needs --init MODEL (the model to widen)")
         config = resolve_arch(options, init[0] if init else None, explicit)
         config, new_rate_levels = VR.rate_config(config, options.rate_lambdas)
         config, new_context = context_config(config, options.context, options.context_channels)

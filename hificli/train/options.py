@@ -78,6 +78,10 @@ class TrainOptions:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.k_grid is not None and (self.stage != "realism" or self.k_grid < 0):
             raise ValueError("--k-grid is a weight >= 0 of the realism stage (--stage realism)")
+        if self.widen is not None and self.stage == "realism":
+            raise ValueError("--stage realism keeps the model as it is: it takes no --widen")
+        if self.widen is not None and not self.init:
+            raise ValueError("--widen needs --init MODEL (the model to widen)")
         if self.realism_sampling not in REALISM_SAMPLING:
             raise ValueError(f"--realism-sampling must be one of {', '.join(REALISM_SAMPLING)}")
         if self.amp not in AMP_MODES:

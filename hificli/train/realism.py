@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from hificli.errors import HificError, ModelMismatchError
+from hificli.tiling import LATENT
 from hificli.train import data as D
 from hificli.train import distributed as dist
 from hificli.train import losses as L
@@ -42,7 +43,6 @@ from hificli.train.schedule import BETA, K_M, K_P, LR
 
 METRICS = ("loss", "distortion", "perceptual", "d_loss", "g_loss", "realism", "grid")
 K_GRID = 0.1  #: default weight of the grid-locked pattern penalty (see the module docstring)
-GRID = 16  #: the latents' stride in pixels
 
 
 def base_weights_path(init: str | Path) -> Path:
@@ -62,7 +62,7 @@ def realism_loss(
     return per_image.mean(), mse.mean()
 
 
-def grid_pattern(change: torch.Tensor, period: int = GRID) -> torch.Tensor:
+def grid_pattern(change: torch.Tensor, period: int = LATENT) -> torch.Tensor:
     """(C, period, period): the batch mean of ``change`` (N, C, H, W) at each phase of a ``period``
     px grid anchored at the top left (H and W cut to multiples of ``period``)."""
     n, c, h, w = change.shape
@@ -146,8 +146,6 @@ def train_realism(
         options.out = str(run_dir)
     if not options.init:
         raise HificError("--stage realism needs --init MODEL (the weights file or run to add realism to)")
-    if options.widen:
-        raise HificError("--stage realism keeps the model as it is: it takes no --widen")
     try:
         options.validate()
     except ValueError as exc:

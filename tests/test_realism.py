@@ -292,3 +292,40 @@ def test_the_default_model_ships_a_realism_decoder(tmp_path: Path, capsys) -> No
     assert not np.array_equal(outputs["one"], outputs["plain"])
     # R blends linearly between the two decodes (up to 8-bit rounding and clipping)
     assert np.abs(outputs["half"] - (outputs["plain"] + outputs["one"]) / 2).max() <= 1.5
+
+
+def test_the_discriminator_can_judge_texture_at_a_gain() -> None:
+    from hificli.models.discriminator import Discriminator
+
+    config = make_tiny_network(1, "tiny-gdn").config
+    torch.manual_seed(0)
+    plain = Discriminator(config).eval()
+    textured = Discriminator(config, input_gain=8.0, high_pass=True).eval()
+    gained = Discriminator(config, input_gain=8.0).eval()
+    assert set(textured.state_dict()) == set(plain.state_dict())  # the port's keys: options are not tensors
+    textured.load_state_dict(plain.state_dict())
+    gained.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    y = torch.randn(2, config.latent_channels, 4, 4)
+    shifted = x + torch.tensor([0.1, -0.2, 0.05]).reshape(1, 3, 1, 1)  # the same texture, other colours
+    with torch.no_grad():
+        assert torch.allclose(gained(x, y), plain(8.0 * x, y), atol=1e-5)
+        assert torch.allclose(textured(shifted, y), textured(x, y), atol=1e-5)  # high-pass: colour is gone
+        assert not torch.allclose(plain(shifted, y), plain(x, y), atol=1e-3)
+        assert not torch.allclose(textured(x.flip(-1), y), textured(x, y), atol=1e-3)  # texture is not
+
+
+def test_realism_stage_takes_discriminator_input_options(images: Path, base: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "d"
+    common = ["train", str(images), "--stage", "realism", "--init", str(base), *FAST, "--log-every", "1",
+              "--save-every", "0", "--val-every", "0", "--overfit", "--out", str(out)]
+    code, err = run_cli([*common, "--steps", "12", "--d-gain", "32", "--d-high-pass"], capsys)
+    assert code == 0, err
+    options = json.loads((out / "options.json").read_text())
+    assert options["d_gain"] == 32 and options["d_high_pass"] is True
+    d_loss = [r["d_loss"] for r in records(out, "train")]
+    assert np.mean(d_loss[-3:]) < np.mean(d_loss[:3]) - 0.1  # D separates real from decoded crops
+    code, err = run_cli(["train", "--resume", str(out), "--steps", "13", "--d-gain", "1"], capsys)
+    assert code != 0 and "cannot change --d-gain" in err
+    code, err = run_cli([*common, "--steps", "1", "--d-gain", "0", "--force"], capsys)
+    assert code == 2 and "--d-gain must be > 0" in err

@@ -82,6 +82,12 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @_opt_float("--k-grid", "--stage realism: weight of the penalty on a pattern locked to the latents' 16 px grid "
                         "(the batch mean of G_r's change at each of the 16 x 16 phases; default 0.1).")
 @_opt_float("--beta", "Override the GAN weight (default 0.15).")
+@click.option("--d-gain", type=float, default=1.0, show_default=True,
+              help="Scale the discriminator's image input (spectral norm caps its layers' gain at 1, so a "
+                   "decode a few grey levels off its original looks the same to D until this is raised).")
+@click.option("--d-high-pass/--no-d-high-pass", default=False, show_default=True,
+              help="The discriminator judges each image minus its 3x3 mean (the texture a decode lacks) "
+                   "instead of the image.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
               help="Steps with lambda x2 and a raised target (default min(50k, 5% of --steps); gan: 0).")
 @click.option("--lr-drop-step", type=click.IntRange(min=0), default=None,

@@ -23,10 +23,17 @@ class Discriminator(nn.Module):
     context_conv: 3x3 reflect conv C -> ``config.discriminator_context`` + LeakyReLU(0.2), nearest
     upsampling to the image size (x16), concatenated after the 3 image channels; conv1..conv4: 4x4
     stride 2 reflect pad 1 with spectral norm + LeakyReLU(0.2); conv_out: 1x1 -> 1 logit.
+
+    ``input_gain`` scales the image channels first. Spectral norm bounds every layer's gain by 1, so
+    images that differ by a few grey levels (a decode and its original) get nearly equal logits until
+    conv_out has grown; a gain lets D separate them from the start. It is not a parameter (state_dict
+    keys stay the port's).
     """
 
-    def __init__(self, config: ArchConfig | None = None) -> None:
+    def __init__(self, config: ArchConfig | None = None, input_gain: float = 1.0, high_pass: bool = False) -> None:
         super().__init__()
+        self.input_gain = float(input_gain)
+        self.high_pass = bool(high_pass)
         config = config if config is not None else ArchConfig()
         ctx = config.discriminator_context
         self.context_conv = nn.Conv2d(
@@ -52,7 +59,9 @@ class Discriminator(nn.Module):
             raise ValueError(f"x and y_hat batches differ: {x.shape[0]} vs {y_hat.shape[0]}")
         context = F.leaky_relu(self.context_conv(y_hat.detach()), 0.2)
         context = F.interpolate(context, size=x.shape[-2:], mode="nearest")
-        h = torch.cat([x, context], dim=1)
+        if self.high_pass:
+            x = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+        h = torch.cat([x * self.input_gain if self.input_gain != 1.0 else x, context], dim=1)
         for i in range(1, 5):
             h = F.leaky_relu(getattr(self, f"conv{i}")(h), 0.2)
         return self.conv_out(h).reshape(-1, 1)

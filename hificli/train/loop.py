@@ -303,7 +303,7 @@ def train(
     np.random.seed(options.seed + layout.rank)
     torch.manual_seed(options.seed)  # identical initial weights on every process
     model = HificModel(config)
-    disc = Discriminator(config) if gan else None
+    disc = Discriminator(config, input_gain=options.d_gain, high_pass=options.d_high_pass) if gan else None
     if resumed is None and new_rate_levels:
         model.RateSteps.initialize(options.rate_lambdas, reference=schedule_reference_k_m(options))
     if init is not None:

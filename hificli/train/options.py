@@ -51,6 +51,8 @@ class TrainOptions:
     k_p: float | None = None
     k_grid: float | None = None  #: realism stage: weight of the grid-locked pattern penalty (default K_GRID)
     beta: float | None = None
+    d_gain: float = 1.0  #: discriminator: scale of its image input (hificli.models.discriminator)
+    d_high_pass: bool = False  #: discriminator: judge the image minus its 3x3 mean (texture only)
     warmup_steps: int | None = None
     lr_drop_step: int | None = None
     lr_drop_factor: float | None = None
@@ -78,6 +80,8 @@ class TrainOptions:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.k_grid is not None and (self.stage != "realism" or self.k_grid < 0):
             raise ValueError("--k-grid is a weight >= 0 of the realism stage (--stage realism)")
+        if not self.d_gain > 0:
+            raise ValueError(f"--d-gain must be > 0, got {self.d_gain}")
         if self.widen is not None and self.stage == "realism":
             raise ValueError("--stage realism keeps the model as it is: it takes no --widen")
         if self.widen is not None and not self.init:

@@ -171,7 +171,7 @@ def train_realism(
         say(f"{base.path} has a realism decoder: training continues from it")
     else:
         realism.start_from(base.network.Generator)
-    disc = Discriminator(config)
+    disc = Discriminator(config, input_gain=options.d_gain, high_pass=options.d_high_pass)
     kind = "none" if options.perceptual == "none" else resolve_kind(options.perceptual)
     perceptual = load_perceptual(kind) if kind != "none" else None
     for module in (realism, disc, perceptual):

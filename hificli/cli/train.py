@@ -83,8 +83,9 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
                         "(the batch mean of G_r's change at each of the 16 x 16 phases; default 0.1).")
 @_opt_float("--beta", "Override the GAN weight (default 0.15).")
 @click.option("--d-gain", type=float, default=1.0, show_default=True,
-              help="Scale the discriminator's image input (spectral norm caps its layers' gain at 1, so a "
-                   "decode a few grey levels off its original looks the same to D until this is raised).")
+              help="Scale the discriminator's image input. Spectral norm caps each layer's gain at 1, so a "
+                   "decode a few grey levels off its original looks like it to D; with --d-high-pass, "
+                   "32-64 lets D tell them apart within 100 steps.")
 @click.option("--d-high-pass/--no-d-high-pass", default=False, show_default=True,
               help="The discriminator judges each image minus its 3x3 mean (the texture a decode lacks) "
                    "instead of the image.")

@@ -57,15 +57,16 @@ def random_crops(folder: Path, count: int, size: int, rng: np.random.Generator):
     return torch.stack(crops)
 
 
-def decode_batch(network, x, fake: str, rng: np.random.Generator):
+def decode_batch(network, x, fake: str):
     """(y_hat, decoded) of a [0, 1] batch at random rate levels, as the codec quantizes."""
     import torch
 
     from hificli.models.realism import blend
+    from hificli.train.variable_rate import sample_positions
 
     with torch.no_grad():
         levels = network.config.rate_levels
-        positions = torch.from_numpy(rng.uniform(0, levels - 1, x.shape[0])) if levels else None
+        positions = sample_positions(x.shape[0], levels) if levels else None
         out = network(x, rate_positions=positions) if positions is not None else network(x)
         x0 = network.generate(out.y_hat)
         if fake == "realism":
@@ -101,8 +102,9 @@ def main() -> None:
     t0 = time.perf_counter()
     train_x = random_crops(args.train, args.pool, args.crop, rng)
     test_x = random_crops(args.held_out, 32, args.crop, rng)
-    train_y, train_fake = decode_batch(network, train_x, args.fake, rng)
-    test_y, test_fake = decode_batch(network, test_x, args.fake, rng)
+    torch.manual_seed(args.seed)
+    train_y, train_fake = decode_batch(network, train_x, args.fake)
+    test_y, test_fake = decode_batch(network, test_x, args.fake)
     print(f"{machine.describe()}\nmodel {args.weights}; fake = {args.fake} decodes; {args.pool} training crops, "
           f"32 held-out, {args.crop} px; decoded in {time.perf_counter() - t0:.1f} s; "
           f"RMS(real - fake) {float((train_x - train_fake).pow(2).mean().sqrt()) * 255:.2f} grey levels\n")

@@ -325,7 +325,14 @@ def test_realism_stage_takes_discriminator_input_options(images: Path, base: Pat
     assert options["d_gain"] == 32 and options["d_high_pass"] is True
     d_loss = [r["d_loss"] for r in records(out, "train")]
     assert np.mean(d_loss[-3:]) < np.mean(d_loss[:3]) - 0.1  # D separates real from decoded crops
+    plain = tmp_path / "plain"  # the same seeded run without the options: they reach D
+    code, err = run_cli([*common[:-1], str(plain), "--steps", "12"], capsys)
+    assert code == 0, err
+    assert [r["d_loss"] for r in records(plain, "train")] != d_loss
     code, err = run_cli(["train", "--resume", str(out), "--steps", "13", "--d-gain", "1"], capsys)
     assert code != 0 and "cannot change --d-gain" in err
     code, err = run_cli([*common, "--steps", "1", "--d-gain", "0", "--force"], capsys)
     assert code == 2 and "--d-gain must be > 0" in err
+    code, err = run_cli(["train", str(images), "--stage", "base", "--d-high-pass", *FAST, "--steps", "1",
+                         "--out", str(tmp_path / "base")], capsys)
+    assert code == 2 and "discriminator of --stage gan or realism" in err

@@ -24,10 +24,11 @@ class Discriminator(nn.Module):
     upsampling to the image size (x16), concatenated after the 3 image channels; conv1..conv4: 4x4
     stride 2 reflect pad 1 with spectral norm + LeakyReLU(0.2); conv_out: 1x1 -> 1 logit.
 
-    ``input_gain`` scales the image channels first. Spectral norm bounds every layer's gain by 1, so
-    images that differ by a few grey levels (a decode and its original) get nearly equal logits until
-    conv_out has grown; a gain lets D separate them from the start. It is not a parameter (state_dict
-    keys stay the port's).
+    ``high_pass`` replaces the image by itself minus its 3x3 mean (texture only) and ``input_gain``
+    scales what D sees. Spectral norm bounds every layer's gain by 1, so a decode a few grey levels off
+    its original gets nearly its logits; measured (benchmarks/disc_probe.py), a gain alone does not
+    change that, the high-pass image at gain 32-64 does. Neither is a tensor: state_dict keys stay the
+    port's.
     """
 
     def __init__(self, config: ArchConfig | None = None, input_gain: float = 1.0, high_pass: bool = False) -> None:
@@ -61,7 +62,9 @@ class Discriminator(nn.Module):
         context = F.interpolate(context, size=x.shape[-2:], mode="nearest")
         if self.high_pass:
             x = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
-        h = torch.cat([x * self.input_gain if self.input_gain != 1.0 else x, context], dim=1)
+        if self.input_gain != 1.0:
+            x = x * self.input_gain
+        h = torch.cat([x, context], dim=1)
         for i in range(1, 5):
             h = F.leaky_relu(getattr(self, f"conv{i}")(h), 0.2)
         return self.conv_out(h).reshape(-1, 1)

@@ -82,6 +82,8 @@ class TrainOptions:
             raise ValueError("--k-grid is a weight >= 0 of the realism stage (--stage realism)")
         if not self.d_gain > 0:
             raise ValueError(f"--d-gain must be > 0, got {self.d_gain}")
+        if self.stage == "base" and (self.d_gain != 1.0 or self.d_high_pass):
+            raise ValueError("--d-gain and --d-high-pass set the discriminator of --stage gan or realism")
         if self.widen is not None and self.stage == "realism":
             raise ValueError("--stage realism keeps the model as it is: it takes no --widen")
         if self.widen is not None and not self.init:

@@ -503,6 +503,7 @@ def generate_image(
     outer = stage_plan("trunk", size, tiling, grid, unit_px=LATENT, halo=h_trunk + UPSAMPLE_HALO,
                        latent_positions=positions)
     trunk, upsample = generator.trunk, generator.upsample
+    positional = getattr(generator, "positional", False)  # upsample keyed to the tile's pixel origin
     out = np.empty((height, width, 3), dtype=np.uint8)
     device = network_device(network)
     layout = generator_layout(device)
@@ -520,7 +521,8 @@ def generate_image(
             for sub in inner:
                 w = sub.window
                 local = features[..., w[0] - valid[0] : w[1] - valid[0], w[2] - valid[2] : w[3] - valid[2]]
-                x = network.postprocess(upsample(local).float())
+                where = {"origin": (w[0] * LATENT, w[2] * LATENT)} if positional else {}
+                x = network.postprocess(upsample(local, **where).float())
                 _write_pixels(out, sub, _crop(x, sub, LATENT))
             del full, features
     release_freed_memory()

@@ -365,7 +365,8 @@ def _attach_realism(path: Path, model: HificModel, tensors: dict[str, np.ndarray
 
     try:
         with torch.device("meta"):
-            model.Realism = RealismGenerator(model.config)
+            model.Realism = RealismGenerator(model.config, grain=any(k.startswith(REALISM_PREFIX + "grain.")
+                                                                    for k in tensors))
     except ValueError as exc:
         raise ModelMismatchError(f"{path}: {exc}") from None
     state = {k[len(REALISM_PREFIX):]: torch.from_numpy(v).float() for k, v in tensors.items()}

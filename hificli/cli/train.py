@@ -112,6 +112,9 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--realism-sampling", type=click.Choice(["uniform", "one"]), default="uniform", show_default=True,
               help="--stage realism: each image's realism r ~ U(0, 1), or r = 1 for all (R = 1 is then the "
                    "trained decoder and R < 1 blends it with the faithful one).")
+@click.option("--grain/--no-grain", default=False, show_default=True,
+              help="--stage realism: give the realism decoder a grain head (position-keyed noise whose "
+                   "amplitude it predicts) for detail the latents do not describe; a decoder that has one keeps it.")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

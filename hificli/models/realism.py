@@ -6,7 +6,9 @@
 * ``G_r``: a second generator with the Generator's layers, initialised from it, whose hidden layers are
   modulated by ``r`` (``h * (1 + r * scale_l) + r * shift_l`` after each inverse GDN; scale and shift
   start at zero) and trained with a perceptual and an adversarial loss (``hific train --stage realism``,
-  hificli.train.realism).
+  hificli.train.realism);
+* optionally a grain head (hificli.models.grain): noise keyed to pixel position whose amplitude G_r
+  predicts from its last hidden layer, for the detail the latents do not describe.
 
 ``r = 0`` is the Generator's output exactly (``G_r`` is not run); the encoder, the latents and the
 bitstream never depend on ``r``, so one file decodes at any realism. Agustsson et al. (CVPR 2023,
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from hificli.models.config import ArchConfig
+from hificli.models.grain import GrainHead, noise_field
 from hificli.models.hific import gdn_synthesis, gdn_synthesis_widths
 from hificli.weights import REALISM_PREFIX
 
@@ -39,9 +42,11 @@ class RealismGenerator(nn.Module):
 
     ``transform`` has the layout (and state_dict keys) of the GDN Generator's ``transform``: four 5x5
     stride-2 transposed convolutions with an inverse GDN after the first three; ``scale.l`` and
-    ``shift.l`` (one per hidden layer) modulate each inverse GDN's output by the realism."""
+    ``shift.l`` (one per hidden layer) modulate each inverse GDN's output by the realism. With
+    ``grain``, ``grain.*`` adds position-keyed noise shaped by the last hidden layer (``origins``: each
+    image's top-left pixel in the whole picture, so that tiles of one picture get one noise field)."""
 
-    def __init__(self, config: ArchConfig) -> None:
+    def __init__(self, config: ArchConfig, *, grain: bool = False) -> None:
         super().__init__()
         if not supports_realism(config):
             raise ValueError(f"a realism decoder needs the 'gdn' transform, not {config.transform!r}")
@@ -49,16 +54,26 @@ class RealismGenerator(nn.Module):
         widths = gdn_synthesis_widths(config)
         self.scale = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
         self.shift = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
+        self.grain = GrainHead(widths[3]) if grain else None
 
-    def forward(self, y_hat: torch.Tensor, realism: torch.Tensor) -> torch.Tensor:
+    def forward(self, y_hat: torch.Tensor, realism: torch.Tensor, origins: torch.Tensor | None = None) -> torch.Tensor:
         r = realism.to(y_hat.dtype).reshape(-1, 1, 1, 1)
-        x = y_hat
+        x = hidden = y_hat
         for i, layer in enumerate(self.transform):
             x = layer(x)
             if i % 2 == 1:  # after an inverse GDN
                 k = i // 2
-                x = x * (1.0 + r * self.scale[k].view(1, -1, 1, 1)) + r * self.shift[k].view(1, -1, 1, 1)
+                x = hidden = x * (1.0 + r * self.scale[k].view(1, -1, 1, 1)) + r * self.shift[k].view(1, -1, 1, 1)
+        if self.grain is not None:
+            if origins is None:
+                origins = torch.zeros(y_hat.shape[0], 2, dtype=torch.int64)
+            x = x + self.grain(hidden, noise_field(origins, x.shape[2], x.shape[3], device=x.device))
         return x
+
+    def add_grain(self) -> None:
+        """Give a decoder without one a fresh grain head (training continues with it)."""
+        if self.grain is None:
+            self.grain = GrainHead(self.scale[-1].numel()).to(self.scale[-1].device)
 
     def start_from(self, generator: nn.Module) -> None:
         """Copy the Generator's layers (the realistic decoder starts as the faithful one)."""
@@ -77,9 +92,11 @@ def blend(x0: torch.Tensor, x_real: torch.Tensor, realism: torch.Tensor) -> torc
 class BlendedGenerator(nn.Module):
     """The decoder at one realism ``r`` > 0, with the Generator's tiling interface (``trunk``,
     ``upsample``, ``trunk_radius``): ``upsample(y) = blend(Generator(y), G_r(y, r), r)``. G_r has the
-    Generator's layers, hence its receptive field: tiles need the same halo."""
+    Generator's layers, hence its receptive field: tiles need the same halo. ``positional``: upsample
+    takes the tile's pixel ``origin`` (the grain is keyed to it)."""
 
     trunk_radius = 0
+    positional = True
 
     def __init__(self, generator: nn.Module, realism_generator: RealismGenerator, realism: float) -> None:
         super().__init__()
@@ -92,9 +109,10 @@ class BlendedGenerator(nn.Module):
     def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
         return y_hat
 
-    def upsample(self, y_hat: torch.Tensor) -> torch.Tensor:
+    def upsample(self, y_hat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         r = torch.full((y_hat.shape[0],), self.realism, dtype=y_hat.dtype, device=y_hat.device)
-        return blend(self.generator(y_hat), self.realism_generator(y_hat, r), r)
+        origins = torch.tensor([origin], dtype=torch.int64).expand(y_hat.shape[0], 2)
+        return blend(self.generator(y_hat), self.realism_generator(y_hat, r, origins), r)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.upsample(y_hat)

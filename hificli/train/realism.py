@@ -164,11 +164,18 @@ def train_realism(
     config = base.info.config
     if resumed is not None and resumed["args"].get("base_fingerprint") != base.info.fingerprint.hex():
         raise ModelMismatchError(f"{base.path} is not the model this run was started from")
-    realism = RealismGenerator(config)
     previous = getattr(base.network, "Realism", None)
+    if resumed is not None:
+        options.grain = any(k.startswith(PREFIX + "grain.") for k in resumed["model_state_dict"])
+    elif previous is not None and previous.grain is not None:
+        options.grain = True  # a decoder with grain keeps it
+    realism = RealismGenerator(config, grain=options.grain)
     if previous is not None and resumed is None:  # --init a model that has one: train it further
-        realism.load_state_dict(previous.state_dict())
-        say(f"{base.path} has a realism decoder: training continues from it")
+        loaded = realism.load_state_dict(previous.state_dict(), strict=False)
+        if loaded.unexpected_keys or any(not k.startswith("grain.") for k in loaded.missing_keys):
+            raise ModelMismatchError(f"{base.path}: its realism decoder does not fit this one")
+        say(f"{base.path} has a realism decoder: training continues from it"
+            + (" (with a new grain head)" if options.grain and previous.grain is None else ""))
     else:
         realism.start_from(base.network.Generator)
     disc = Discriminator(config, input_gain=options.d_gain, high_pass=options.d_high_pass)
@@ -230,7 +237,8 @@ def train_realism(
             "rng": [S.capture_rng(device)],
         }, run_dir / S.CHECKPOINT_NAME)
         meta = {"source": "hific-train", "stage": "realism", "steps": step, "perceptual": kind, "k_m": k_m,
-                "k_p": k_p, "beta": beta, "k_grid": k_grid, "crop": options.crop, "batch_size": options.batch_size}
+                "k_p": k_p, "beta": beta, "k_grid": k_grid, "crop": options.crop, "batch_size": options.batch_size,
+                "grain": options.grain}
         save_with_realism(base.path, realism, run_dir / S.WEIGHTS_NAME, model_id=model_id, meta=meta)
 
     def validate(step: int) -> dict[str, Any] | None:
@@ -281,7 +289,8 @@ def train_realism(
             n = x.shape[0]
             y_hat, x0 = base.latents(x)
             r = torch.rand(n, device=device) if options.realism_sampling == "uniform" else torch.ones(n, device=device)
-            x_hat = base.network.postprocess(blend(x0, realism(y_hat, r), r))
+            origins = torch.randint(0, 1 << 20, (n, 2))  # a different grain field per crop
+            x_hat = base.network.postprocess(blend(x0, realism(y_hat, r, origins), r))
             pattern = grid_pattern((x_hat - base.network.postprocess(x0)) * 255.0)
             grid = pattern.pow(2).mean()
 

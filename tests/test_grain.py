@@ -139,3 +139,16 @@ def test_a_grain_decoder_decodes_one_picture_whatever_the_tiling(grain_run: dict
     assert np.abs(tiled - whole).max() <= 1  # the same grain in every tile (float rounding only)
     assert np.abs(whole - faithful).max() > 0
     assert np.array_equal(decode("r0-again.png", "--realism", "0"), faithful)  # R = 0 stays the faithful decode
+
+
+def test_grain_only_trains_the_grain_head_alone(grain_run: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "only"
+    code, err = run_cli(["train", str(grain_run["images"]), "--stage", "realism", "--init", str(grain_run["plain"]),
+                         *FAST, "--steps", "3", "--lr", "1e-2", "--realism-sampling", "one", "--grain-only",
+                         "--out", str(out)], capsys)
+    assert code == 0, err
+    before, _ = read_verified(grain_run["plain"] / "weights.safetensors")
+    after, _ = read_verified(out / "weights.safetensors")
+    for key, value in before.items():  # the model and the rest of the realism decoder: untouched
+        assert np.array_equal(after[key], value), key
+    assert not np.allclose(after["Realism.grain.amplitude.bias"], GrainHead.INITIAL_AMPLITUDE)

@@ -115,6 +115,9 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--grain/--no-grain", default=False, show_default=True,
               help="--stage realism: give the realism decoder a grain head (position-keyed noise whose "
                    "amplitude it predicts) for detail the latents do not describe; a decoder that has one keeps it.")
+@click.option("--grain-only", is_flag=True,
+              help="--stage realism: train only the grain head (implies --grain); the rest of the realism "
+                   "decoder stays as --init has it.")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

@@ -169,6 +169,7 @@ def train_realism(
         options.grain = any(k.startswith(PREFIX + "grain.") for k in resumed["model_state_dict"])
     elif previous is not None and previous.grain is not None:
         options.grain = True  # a decoder with grain keeps it
+    options.grain = options.grain or options.grain_only
     realism = RealismGenerator(config, grain=options.grain)
     if previous is not None and resumed is None:  # --init a model that has one: train it further
         loaded = realism.load_state_dict(previous.state_dict(), strict=False)
@@ -189,7 +190,11 @@ def train_realism(
     k_p = K_P if options.k_p is None else options.k_p
     beta = BETA if options.beta is None else options.beta
     k_grid = K_GRID if options.k_grid is None else options.k_grid
-    opt_g = torch.optim.Adam(realism.parameters(), lr=lr, betas=(0.5, 0.999))
+    if options.grain_only:  # the rest of G_r stays as it is: no gradient, no optimizer state
+        for name, parameter in realism.named_parameters():
+            parameter.requires_grad_(name.startswith("grain."))
+    trained = [p for p in realism.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam(trained, lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     start = 0
     if resumed is not None:
@@ -216,7 +221,7 @@ def train_realism(
     progress = ProgressLine(options.steps, 0, enabled=not quiet)
     (run_dir / "options.json").write_text(json.dumps(options.to_dict(), indent=2) + "\n")
     progress.message(
-        f"hific train: realism stage on {base.info.model_id} ({sum(p.numel() for p in realism.parameters()) / 1e6:.2f}"
+        f"hific train: realism stage on {base.info.model_id} ({sum(p.numel() for p in trained) / 1e6:.2f}"
         f" M trainable + D), {device}; {len(pool)} training images, {len(val_images)} validation; perceptual "
         f"{kind}; k_M {k_m:g} k_P {k_p:g} beta {beta:g} k_grid {k_grid:g}; step {start} -> {options.steps}"
     )
@@ -238,7 +243,7 @@ def train_realism(
         }, run_dir / S.CHECKPOINT_NAME)
         meta = {"source": "hific-train", "stage": "realism", "steps": step, "perceptual": kind, "k_m": k_m,
                 "k_p": k_p, "beta": beta, "k_grid": k_grid, "crop": options.crop, "batch_size": options.batch_size,
-                "grain": options.grain}
+                "grain": options.grain, "grain_only": options.grain_only}
         save_with_realism(base.path, realism, run_dir / S.WEIGHTS_NAME, model_id=model_id, meta=meta)
 
     def validate(step: int) -> dict[str, Any] | None:
@@ -308,7 +313,7 @@ def train_realism(
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             if options.grad_clip:
-                torch.nn.utils.clip_grad_norm_(realism.parameters(), options.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trained, options.grad_clip)
             opt_g.step()
             step += 1
 

@@ -6,6 +6,7 @@ Tiny seeded GDN models on 128 px crops of synthetic images (one thread, a few st
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,15 @@ from model_fixtures import make_tiny_network, make_tiny_weights, sample_image
 from PIL import Image
 
 from hificli.cli.app import main
-from hificli.models.grain import GrainHead, noise_field, position_noise
+from hificli.models.grain import (
+    ENERGY_FLOOR,
+    INITIAL_GAIN,
+    GrainHead,
+    high_pass_energy,
+    missing_energy,
+    noise_field,
+    position_noise,
+)
 from hificli.models.realism import RealismGenerator
 from hificli.weights import read_verified
 
@@ -54,32 +63,43 @@ def test_a_tile_of_the_noise_field_is_the_whole_field_cropped() -> None:
     assert torch.equal(tiles[1, 0], whole[0, 0, 48:82, 0:50])
 
 
-def test_a_new_grain_head_adds_a_faint_flat_grain() -> None:
+def test_a_new_grain_head_starts_at_next_to_no_grain() -> None:
     network = make_tiny_network(1, "tiny-gdn")
-    plain = RealismGenerator(network.config)
-    plain.start_from(network.Generator)
     grainy = RealismGenerator(network.config, grain=True)
     grainy.start_from(network.Generator)
     y = torch.randn(2, network.config.latent_channels, 4, 4)
     with torch.no_grad():
-        change = grainy(y, torch.ones(2)) - plain(y, torch.ones(2))
-    expected = GrainHead.INITIAL_AMPLITUDE * noise_field(torch.zeros(2, 2), 64, 64)[:, :, 1:-1, 1:-1]
-    assert torch.allclose(change, expected.expand_as(change), atol=1e-6)
+        without = grainy(y, torch.ones(2), with_grain=False)
+        change = grainy(y, torch.ones(2)) - without
+        assert torch.allclose(without, network.Generator(y), atol=1e-6)
+    assert 0 < float(change.abs().max()) <= INITIAL_GAIN * ENERGY_FLOOR ** 0.5 * 1.0001
     head = GrainHead(8)
     with pytest.raises(ValueError, match="does not fit"):
-        head(torch.zeros(1, 8, 4, 4), torch.zeros(1, 1, 8, 8))
+        head(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 8, 8))
+
+
+def test_missing_energy_is_the_texture_a_decode_lacks() -> None:
+    torch.manual_seed(0)
+    flat = torch.full((1, 3, 32, 48), 0.5)
+    textured = flat.clone()
+    textured[..., 17:, :] += 0.2 * (torch.rand(1, 3, 15, 48) - 0.5)  # texture in the bottom row of blocks
+    lacking = missing_energy(textured, flat)
+    assert lacking.shape == (1, 1, 2, 3)
+    assert torch.allclose(lacking[..., 0, :], torch.tensor(math.log(ENERGY_FLOOR)))  # nothing is missing
+    assert torch.allclose(lacking[..., 1, :].exp(), high_pass_energy(textured)[..., 1, :] + ENERGY_FLOOR)
+    assert torch.allclose(missing_energy(flat, textured), torch.tensor(math.log(ENERGY_FLOOR)))  # never negative
 
 
 @pytest.fixture(scope="module")
 def grain_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny GDN model, a realism run without grain, and one that adds grain to it (20 steps each)."""
+    """A tiny GDN model, a realism run without grain, and one that fits a grain head to it (20 steps each)."""
     root = tmp_path_factory.mktemp("grain")
     images = root / "images"
     images.mkdir()
     for seed in (1, 2):
         sample_image(160, 150, seed=seed).save(images / f"{seed}.png")
     base = make_tiny_weights(root / "base.safetensors", seed=3, model_id="test-gdn", preset="tiny-gdn", rate_levels=3)
-    for name, init, extra in (("plain", base, []), ("grain", root / "plain", ["--grain"])):
+    for name, init, extra in (("plain", base, []), ("grain", root / "plain", ["--grain-fit"])):
         with pytest.raises(SystemExit) as info:
             main(["--quiet", "train", str(images), "--stage", "realism", "--init", str(init), *FAST, "--steps", "20",
                   "--lr", "3e-3", "--realism-sampling", "one", "--out", str(root / name), *extra])
@@ -87,22 +107,26 @@ def grain_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "images": images, "base": base, "plain": root / "plain", "grain": root / "grain"}
 
 
-def test_grain_joins_a_trained_realism_decoder_and_trains(grain_run: dict[str, Path]) -> None:
+def test_grain_fit_adds_a_grain_head_and_fits_its_energy(grain_run: dict[str, Path]) -> None:
     plain, _ = read_verified(grain_run["plain"] / "weights.safetensors")
     grainy, _ = read_verified(grain_run["grain"] / "weights.safetensors")
     assert not any(k.startswith("Realism.grain.") for k in plain)
-    assert {k for k in grainy if k not in plain} == {
-        "Realism.grain.amplitude.weight", "Realism.grain.amplitude.bias", "Realism.grain.filter.weight"}
-    assert np.abs(grainy["Realism.grain.amplitude.weight"]).max() > 0  # the amplitude learned to follow content
-    meta = json.loads((grain_run["grain"] / "options.json").read_text())
-    assert meta["grain"] is True
+    added = {k for k in grainy if k not in plain}
+    assert added and all(k.startswith("Realism.grain.") for k in added)
+    for key, value in plain.items():  # only the energy net trains
+        assert np.array_equal(grainy[key], value), key
+    assert np.array_equal(grainy["Realism.grain.gain"], np.full(3, INITIAL_GAIN, dtype=np.float32))
+    log = [json.loads(line) for line in (grain_run["grain"] / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if r["kind"] == "train"]
+    assert len(losses) == 20 and sum(losses[-5:]) < 0.5 * sum(losses[:5])  # the regression fits
+    assert json.loads((grain_run["grain"] / "options.json").read_text())["grain"] is True
 
 
 def test_a_grain_run_resumes_with_its_grain(grain_run: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "resumed"
     common = ["train", str(grain_run["images"]), "--stage", "realism", "--init", str(grain_run["base"]), *FAST,
               "--out", str(out)]
-    code, err = run_cli([*common, "--steps", "2", "--grain"], capsys)
+    code, err = run_cli([*common, "--steps", "2", "--grain-fit"], capsys)
     assert code == 0, err
     code, err = run_cli(["train", "--resume", str(out), "--steps", "3"], capsys)
     assert code == 0, err
@@ -124,8 +148,8 @@ def test_a_grain_decoder_decodes_one_picture_whatever_the_tiling(grain_run: dict
                         capsys)
     assert code == 0, err
 
-    def decode(name: str, *extra: str) -> np.ndarray:
-        code, err = run_cli(["decode", "-m", str(weights), str(tmp_path / "in.hfc"), "-o", str(tmp_path / name),
+    def decode(name: str, *extra: str, model: Path = weights) -> np.ndarray:
+        code, err = run_cli(["decode", "-m", str(model), str(tmp_path / "in.hfc"), "-o", str(tmp_path / name),
                              *extra], capsys)
         assert code == 0, err
         with Image.open(tmp_path / name) as image:
@@ -137,7 +161,8 @@ def test_a_grain_decoder_decodes_one_picture_whatever_the_tiling(grain_run: dict
     tiled = decode("r1-tiled.png", "--realism", "1", "--tile", "64")
     assert np.array_equal(whole, again)  # the grain is a function of position, not a random draw
     assert np.abs(tiled - whole).max() <= 1  # the same grain in every tile (float rounding only)
-    assert np.abs(whole - faithful).max() > 0
+    without = decode("plain-r1.png", "--realism", "1", model=grain_run["plain"] / "weights.safetensors")
+    assert np.abs(whole - without).max() > 0  # the grain shows
     assert np.array_equal(decode("r0-again.png", "--realism", "0"), faithful)  # R = 0 stays the faithful decode
 
 
@@ -151,4 +176,4 @@ def test_grain_only_trains_the_grain_head_alone(grain_run: dict[str, Path], tmp_
     after, _ = read_verified(out / "weights.safetensors")
     for key, value in before.items():  # the model and the rest of the realism decoder: untouched
         assert np.array_equal(after[key], value), key
-    assert not np.allclose(after["Realism.grain.amplitude.bias"], GrainHead.INITIAL_AMPLITUDE)
+    assert not np.allclose(after["Realism.grain.gain"], INITIAL_GAIN)

@@ -118,6 +118,9 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--grain-only", is_flag=True,
               help="--stage realism: train only the grain head (implies --grain); the rest of the realism "
                    "decoder stays as --init has it.")
+@click.option("--grain-fit", is_flag=True,
+              help="--stage realism: fit the grain head's energy net alone, by regression on the high-pass "
+                   "energy each decode lacks (implies --grain; no perceptual term needed).")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

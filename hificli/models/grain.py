@@ -1,21 +1,23 @@
-"""Grain: content-shaped pixel noise for the realism decoder (hificli.models.realism).
+"""Grain: synthesised fine detail for the realism decoder (hificli.models.realism).
 
-A realism decoder that only maps latents to pixels can sharpen texture the latents describe, but it
-cannot invent the fine detail (grain, foliage, gravel) that the encoder never spent bits on: that
-detail is, to the decoder, random. The grain head adds it as noise whose local amplitude the decoder
-predicts from its own features:
+A decoder that maps latents to pixels can sharpen the texture the latents describe, but not the fine
+detail (grain, foliage, gravel) the encoder spent no bits on: to the decoder that detail is random. The
+grain head adds it as noise with the energy the decode is missing, which it predicts from the latents:
 
-    grain = upsample2x(amplitude(h)) * filter(noise)
+    grain = gain * exp(upsample16(e(y_hat)) / 2) * filter(noise)
 
-``h`` is the realism decoder's last hidden layer (half resolution), ``amplitude`` a 1x1 convolution to
-3 channels (one amplitude per colour), ``filter`` a learned 3x3 filter that shapes the noise's
-spectrum, and ``noise`` one channel of uniform values in [-1, 1) keyed to absolute pixel position
-(:func:`position_noise`): an integer hash of the row and column, the same on every machine and for every
-tiling of the image, so a file decodes to the same pixels everywhere. It never touches the latents or
-the bitstream.
+``e`` (:attr:`GrainHead.energy`, three convolutions at latent resolution) predicts per latent position
+the log of the high-pass energy the original has and the realism decoder's output lacks
+(:func:`missing_energy`; trained by regression, ``hific train --stage realism --grain-fit``); ``gain``
+(one per colour) and ``filter`` (3x3, the noise's spectrum) scale and shape it. ``noise`` is one channel of
+uniform values in [-1, 1) keyed to absolute pixel position (:func:`position_noise`): an integer hash of
+the row and column, the same on every machine and for every tiling, so a file decodes to the same pixels
+everywhere. It never touches the latents or the bitstream.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -27,6 +29,10 @@ ROW_MUL, SEED = 0x9E3779B1, 0x27D4EB2F
 MIX1, MIX2 = 0x7FEB352D, 0x846CA68B
 NOISE_BITS = 24  #: uniform values on a 2**-23 grid, exact in float32
 MARGIN = 1  #: extra noise pixels on every side that the 3x3 filter reads
+LATENT = 16  #: pixels per latent position
+ENERGY_RADIUS = 3  #: latents the grain reads around each position (two 3x3 layers, then bilinear)
+ENERGY_FLOOR = (0.3 / 255.0) ** 2  #: added before the log: missing energy below ~0.3 grey levels RMS is none
+INITIAL_GAIN = 1.3  #: about 0.7x the missing high-pass energy (uniform noise's high-pass RMS is 0.54)
 
 
 def _mul32(h: torch.Tensor, m: int) -> torch.Tensor:
@@ -66,28 +72,43 @@ def noise_field(origins: torch.Tensor, height: int, width: int, device: torch.de
     return position_noise(r, c).unsqueeze(1)
 
 
+def high_pass_energy(image: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 1, H/16, W/16): mean square of the image minus its 3x3 mean, per 16 px block
+    (averaged over colours)."""
+    blurred = F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return F.avg_pool2d((image - blurred).pow(2).mean(dim=1, keepdim=True), LATENT)
+
+
+def missing_energy(original: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+    """Regression target of :attr:`GrainHead.energy`: log(high-pass energy the original has beyond the
+    decode's, floored at :data:`ENERGY_FLOOR`), per 16 px block; images in [0, 1]."""
+    lacking = (high_pass_energy(original) - high_pass_energy(decoded)).clamp(min=0.0)
+    return torch.log(lacking + ENERGY_FLOOR)
+
+
 class GrainHead(nn.Module):
-    """Hidden features (N, C, H/2, W/2) and a noise field (N, 1, H + 2, W + 2) -> grain (N, 3, H, W).
+    """Latents (N, C, h, w) -> predicted log missing energy (N, 1, h, w) (:attr:`energy`); that and a
+    noise field (N, 1, 16h + 2, 16w + 2) -> grain (N, 3, 16h, 16w) (:meth:`forward`)."""
 
-    Starts as a faint, flat grain (``INITIAL_AMPLITUDE`` everywhere) that training shapes: a zero
-    start would sit where the noise's gradient averages to zero."""
-
-    INITIAL_AMPLITUDE = 0.004  #: about one grey level, in the model's [0, 1] output space
-
-    def __init__(self, channels: int) -> None:
+    def __init__(self, latent_channels: int, hidden: int = 64) -> None:
         super().__init__()
-        self.amplitude = nn.Conv2d(channels, 3, kernel_size=1)
+        self.energy = nn.Sequential(
+            nn.Conv2d(latent_channels, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        self.gain = nn.Parameter(torch.full((3,), INITIAL_GAIN))
         self.filter = nn.Conv2d(1, 1, kernel_size=3, bias=False)
         with torch.no_grad():
-            self.amplitude.weight.zero_()
-            self.amplitude.bias.fill_(self.INITIAL_AMPLITUDE)
+            self.energy[-1].weight.zero_()  # starts at the floor: next to no grain until it is fitted
+            self.energy[-1].bias.fill_(math.log(ENERGY_FLOOR))
             self.filter.weight.zero_()
             self.filter.weight[0, 0, 1, 1] = 1.0
 
-    def forward(self, hidden: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        amplitude = F.interpolate(self.amplitude(hidden), scale_factor=2, mode="bilinear", align_corners=False)
-        shaped = self.filter(noise.to(hidden.dtype))
-        if shaped.shape[-2:] != amplitude.shape[-2:]:
-            raise ValueError(f"noise field {tuple(noise.shape[-2:])} does not fit features "
-                             f"{tuple(hidden.shape[-2:])} (needs 2x their size plus {2 * MARGIN})")
-        return amplitude * shaped
+    def forward(self, log_energy: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        rms = torch.exp(0.5 * F.interpolate(log_energy, scale_factor=LATENT, mode="bilinear", align_corners=False))
+        shaped = self.filter(noise.to(rms.dtype))
+        if shaped.shape[-2:] != rms.shape[-2:]:
+            raise ValueError(f"noise field {tuple(noise.shape[-2:])} does not fit latents "
+                             f"{tuple(log_energy.shape[-2:])} (needs 16x their size plus {2 * MARGIN})")
+        return self.gain.view(1, 3, 1, 1) * rms * shaped

@@ -7,8 +7,8 @@
   modulated by ``r`` (``h * (1 + r * scale_l) + r * shift_l`` after each inverse GDN; scale and shift
   start at zero) and trained with a perceptual and an adversarial loss (``hific train --stage realism``,
   hificli.train.realism);
-* optionally a grain head (hificli.models.grain): noise keyed to pixel position whose amplitude G_r
-  predicts from its last hidden layer, for the detail the latents do not describe.
+* optionally a grain head (hificli.models.grain): noise keyed to pixel position with the high-pass
+  energy it predicts the decode lacks, for the detail the latents do not describe.
 
 ``r = 0`` is the Generator's output exactly (``G_r`` is not run); the encoder, the latents and the
 bitstream never depend on ``r``, so one file decodes at any realism. Agustsson et al. (CVPR 2023,
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hificli.models.config import ArchConfig
-from hificli.models.grain import GrainHead, noise_field
+from hificli.models.grain import ENERGY_RADIUS, GrainHead, noise_field
 from hificli.models.hific import gdn_synthesis, gdn_synthesis_widths
 from hificli.weights import REALISM_PREFIX
 
@@ -54,26 +54,30 @@ class RealismGenerator(nn.Module):
         widths = gdn_synthesis_widths(config)
         self.scale = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
         self.shift = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
-        self.grain = GrainHead(widths[3]) if grain else None
+        self.grain = GrainHead(widths[0]) if grain else None
 
-    def forward(self, y_hat: torch.Tensor, realism: torch.Tensor, origins: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, y_hat: torch.Tensor, realism: torch.Tensor, origins: torch.Tensor | None = None, *,
+                log_energy: torch.Tensor | None = None, with_grain: bool = True) -> torch.Tensor:
+        """``log_energy``: the grain head's prediction for ``y_hat`` when the caller has it (tiles compute
+        it on a wider window); ``with_grain=False``: the output without the grain."""
         r = realism.to(y_hat.dtype).reshape(-1, 1, 1, 1)
-        x = hidden = y_hat
+        x = y_hat
         for i, layer in enumerate(self.transform):
             x = layer(x)
             if i % 2 == 1:  # after an inverse GDN
                 k = i // 2
-                x = hidden = x * (1.0 + r * self.scale[k].view(1, -1, 1, 1)) + r * self.shift[k].view(1, -1, 1, 1)
-        if self.grain is not None:
+                x = x * (1.0 + r * self.scale[k].view(1, -1, 1, 1)) + r * self.shift[k].view(1, -1, 1, 1)
+        if self.grain is not None and with_grain:
             if origins is None:
                 origins = torch.zeros(y_hat.shape[0], 2, dtype=torch.int64)
-            x = x + self.grain(hidden, noise_field(origins, x.shape[2], x.shape[3], device=x.device))
+            log_energy = self.grain.energy(y_hat) if log_energy is None else log_energy
+            x = x + self.grain(log_energy, noise_field(origins, x.shape[2], x.shape[3], device=x.device))
         return x
 
     def add_grain(self) -> None:
         """Give a decoder without one a fresh grain head (training continues with it)."""
         if self.grain is None:
-            self.grain = GrainHead(self.scale[-1].numel()).to(self.scale[-1].device)
+            self.grain = GrainHead(self.transform[0].in_channels).to(self.scale[-1].device)
 
     def start_from(self, generator: nn.Module) -> None:
         """Copy the Generator's layers (the realistic decoder starts as the faithful one)."""
@@ -105,14 +109,25 @@ class BlendedGenerator(nn.Module):
         self.generator = generator
         self.realism_generator = realism_generator
         self.realism = realism
+        if self.grain is not None:  # the grain's energy is computed per tile on a window that wide
+            self.trunk_radius = ENERGY_RADIUS
+
+    @property
+    def grain(self) -> GrainHead | None:
+        return self.realism_generator.grain
 
     def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return y_hat
+        """The latents, with the grain's predicted log energy as one more channel."""
+        if self.grain is None:
+            return y_hat
+        return torch.cat([y_hat, self.grain.energy(y_hat)], dim=1)
 
-    def upsample(self, y_hat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    def upsample(self, features: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        y_hat, log_energy = (features, None) if self.grain is None else (features[:, :-1], features[:, -1:])
         r = torch.full((y_hat.shape[0],), self.realism, dtype=y_hat.dtype, device=y_hat.device)
         origins = torch.tensor([origin], dtype=torch.int64).expand(y_hat.shape[0], 2)
-        return blend(self.generator(y_hat), self.realism_generator(y_hat, r, origins), r)
+        x_real = self.realism_generator(y_hat, r, origins, log_energy=log_energy)
+        return blend(self.generator(y_hat), x_real, r)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.upsample(y_hat)
+        return self.upsample(self.trunk(y_hat))

@@ -64,6 +64,7 @@ class TrainOptions:
     realism_sampling: str = "uniform"  #: realism stage: r ~ U(0, 1) per image ("uniform") or r = 1 ("one")
     grain: bool = False  #: realism stage: give the realism decoder a grain head (hificli.models.grain)
     grain_only: bool = False  #: realism stage: train the grain head alone (implies grain)
+    grain_fit: bool = False  #: realism stage: fit the grain head's energy by regression alone (implies grain)
     rescale: tuple[float, float] = (0.75, 0.95)
     hflip: bool = True
     workers: int | None = None
@@ -90,8 +91,10 @@ class TrainOptions:
             raise ValueError("--stage realism keeps the model as it is: it takes no --widen")
         if self.widen is not None and not self.init:
             raise ValueError("--widen needs --init MODEL (the model to widen)")
-        if (self.grain or self.grain_only) and self.stage != "realism":
-            raise ValueError("--grain and --grain-only are part of the realism decoder (--stage realism)")
+        if (self.grain or self.grain_only or self.grain_fit) and self.stage != "realism":
+            raise ValueError("--grain, --grain-only and --grain-fit are part of the realism decoder (--stage realism)")
+        if self.grain_only and self.grain_fit:
+            raise ValueError("--grain-fit and --grain-only are two ways to train the grain: choose one")
         if self.realism_sampling not in REALISM_SAMPLING:
             raise ValueError(f"--realism-sampling must be one of {', '.join(REALISM_SAMPLING)}")
         if self.amp not in AMP_MODES:

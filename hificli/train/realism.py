@@ -62,6 +62,19 @@ def realism_loss(
     return per_image.mean(), mse.mean()
 
 
+def grain_fit_loss(realism: Any, network: Any, x: torch.Tensor, x0: torch.Tensor, y_hat: torch.Tensor,
+                   r: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the grain head's log energy against the log high-pass energy the decode
+    (without grain) lacks (hificli.models.grain.missing_energy)."""
+    from hificli.models.grain import missing_energy
+    from hificli.models.realism import blend
+
+    with torch.no_grad():
+        decoded = network.postprocess(blend(x0, realism(y_hat, r, with_grain=False), r))
+        target = missing_energy(x, decoded)
+    return (realism.grain.energy(y_hat) - target).pow(2).mean()
+
+
 def grid_pattern(change: torch.Tensor, period: int = LATENT) -> torch.Tensor:
     """(C, period, period): the batch mean of ``change`` (N, C, H, W) at each phase of a ``period``
     px grid anchored at the top left (H and W cut to multiples of ``period``)."""
@@ -169,7 +182,7 @@ def train_realism(
         options.grain = any(k.startswith(PREFIX + "grain.") for k in resumed["model_state_dict"])
     elif previous is not None and previous.grain is not None:
         options.grain = True  # a decoder with grain keeps it
-    options.grain = options.grain or options.grain_only
+    options.grain = options.grain or options.grain_only or options.grain_fit
     realism = RealismGenerator(config, grain=options.grain)
     if previous is not None and resumed is None:  # --init a model that has one: train it further
         loaded = realism.load_state_dict(previous.state_dict(), strict=False)
@@ -190,9 +203,10 @@ def train_realism(
     k_p = K_P if options.k_p is None else options.k_p
     beta = BETA if options.beta is None else options.beta
     k_grid = K_GRID if options.k_grid is None else options.k_grid
-    if options.grain_only:  # the rest of G_r stays as it is: no gradient, no optimizer state
+    if options.grain_only or options.grain_fit:  # the rest of G_r stays as it is: no gradient, no optimizer state
+        part = "grain.energy." if options.grain_fit else "grain."
         for name, parameter in realism.named_parameters():
-            parameter.requires_grad_(name.startswith("grain."))
+            parameter.requires_grad_(name.startswith(part))
     trained = [p for p in realism.parameters() if p.requires_grad]
     opt_g = torch.optim.Adam(trained, lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -243,7 +257,8 @@ def train_realism(
         }, run_dir / S.CHECKPOINT_NAME)
         meta = {"source": "hific-train", "stage": "realism", "steps": step, "perceptual": kind, "k_m": k_m,
                 "k_p": k_p, "beta": beta, "k_grid": k_grid, "crop": options.crop, "batch_size": options.batch_size,
-                "grain": options.grain, "grain_only": options.grain_only}
+                "grain": options.grain, "grain_only": options.grain_only,
+                "grain_fit": options.grain_fit}
         save_with_realism(base.path, realism, run_dir / S.WEIGHTS_NAME, model_id=model_id, meta=meta)
 
     def validate(step: int) -> dict[str, Any] | None:
@@ -294,22 +309,26 @@ def train_realism(
             n = x.shape[0]
             y_hat, x0 = base.latents(x)
             r = torch.rand(n, device=device) if options.realism_sampling == "uniform" else torch.ones(n, device=device)
-            origins = torch.randint(0, 1 << 20, (n, 2))  # a different grain field per crop
-            x_hat = base.network.postprocess(blend(x0, realism(y_hat, r, origins), r))
-            pattern = grid_pattern((x_hat - base.network.postprocess(x0)) * 255.0)
-            grid = pattern.pow(2).mean()
-
-            if beta > 0:
-                d_loss, adversarial = adversarial_step(disc, opt_d, x, x_hat, y_hat)
-            else:  # no GAN term: D is neither trained nor run (it stays as it started)
-                d_loss, adversarial = torch.zeros(()), torch.zeros(n, device=device)
-            if perceptual is not None:
-                window = _perceptual_window(x_hat, x, step, 0, options)
-                distance = perceptual(*window).reshape(n)
+            if options.grain_fit:  # regression of the grain's energy on what this decode lacks
+                loss = grain_fit_loss(realism, base.network, x, x0, y_hat, r)
+                mse = distance = d_loss = adversarial = grid = torch.zeros(())
             else:
-                distance = torch.zeros(n, device=device)
-            loss, mse = realism_loss(x_hat, x, r, distance, adversarial, k_m=k_m, k_p=k_p, beta=beta)
-            loss = loss + k_grid * grid
+                origins = torch.randint(0, 1 << 20, (n, 2))  # a different grain field per crop
+                x_hat = base.network.postprocess(blend(x0, realism(y_hat, r, origins), r))
+                pattern = grid_pattern((x_hat - base.network.postprocess(x0)) * 255.0)
+                grid = pattern.pow(2).mean()
+
+                if beta > 0:
+                    d_loss, adversarial = adversarial_step(disc, opt_d, x, x_hat, y_hat)
+                else:  # no GAN term: D is neither trained nor run (it stays as it started)
+                    d_loss, adversarial = torch.zeros(()), torch.zeros(n, device=device)
+                if perceptual is not None:
+                    window = _perceptual_window(x_hat, x, step, 0, options)
+                    distance = perceptual(*window).reshape(n)
+                else:
+                    distance = torch.zeros(n, device=device)
+                loss, mse = realism_loss(x_hat, x, r, distance, adversarial, k_m=k_m, k_p=k_p, beta=beta)
+                loss = loss + k_grid * grid
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             if options.grad_clip:

@@ -361,12 +361,12 @@ def _attach_realism(path: Path, model: HificModel, tensors: dict[str, np.ndarray
     import torch
 
     from hificli.checkpoint import load_strict
-    from hificli.models.realism import RealismGenerator
+    from hificli.models.realism import RealismGenerator, architecture_of
 
+    shapes = {k[len(REALISM_PREFIX):]: tuple(v.shape) for k, v in tensors.items()}
     try:
         with torch.device("meta"):
-            model.Realism = RealismGenerator(model.config, grain=any(k.startswith(REALISM_PREFIX + "grain.")
-                                                                    for k in tensors))
+            model.Realism = RealismGenerator(model.config, **architecture_of(shapes, shapes))
     except ValueError as exc:
         raise ModelMismatchError(f"{path}: {exc}") from None
     state = {k[len(REALISM_PREFIX):]: torch.from_numpy(v).float() for k, v in tensors.items()}

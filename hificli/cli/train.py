@@ -113,14 +113,17 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
               help="--stage realism: each image's realism r ~ U(0, 1), or r = 1 for all (R = 1 is then the "
                    "trained decoder and R < 1 blends it with the faithful one).")
 @click.option("--grain/--no-grain", default=False, show_default=True,
-              help="--stage realism: give the realism decoder a grain head (position-keyed noise whose "
-                   "amplitude it predicts) for detail the latents do not describe; a decoder that has one keeps it.")
+              help="--stage realism (experimental): give the realism decoder a grain head, position-keyed noise "
+                   "with the high-pass energy it predicts the decode lacks; a decoder that has one keeps it.")
 @click.option("--grain-only", is_flag=True,
               help="--stage realism: train only the grain head (implies --grain); the rest of the realism "
                    "decoder stays as --init has it.")
 @click.option("--grain-fit", is_flag=True,
               help="--stage realism: fit the grain head's energy net alone, by regression on the high-pass "
                    "energy each decode lacks (implies --grain; no perceptual term needed).")
+@click.option("--realism-blocks", type=click.IntRange(min=0, max=8), default=0, show_default=True,
+              help="--stage realism: residual blocks (3x3, 128 wide) at latent resolution before the realism "
+                   "decoder's transform; new ones start as the identity. A decoder that has some keeps them.")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

@@ -32,6 +32,7 @@ MARGIN = 1  #: extra noise pixels on every side that the 3x3 filter reads
 LATENT = 16  #: pixels per latent position
 ENERGY_RADIUS = 3  #: latents the grain reads around each position (two 3x3 layers, then bilinear)
 ENERGY_FLOOR = (0.3 / 255.0) ** 2  #: added before the log: missing energy below ~0.3 grey levels RMS is none
+FIT_QUANTILE = 0.25  #: quantile of the missing energy that --grain-fit predicts (hificli.train.realism)
 INITIAL_GAIN = 1.3  #: about 0.7x the missing high-pass energy (uniform noise's high-pass RMS is 0.54)
 
 

@@ -20,6 +20,9 @@ has one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -37,16 +40,34 @@ def supports_realism(config: ArchConfig) -> bool:
     return config.transform == "gdn"
 
 
+class ResidualBlock(nn.Module):
+    """``y + conv(relu(conv(y)))`` at latent resolution (3x3 convolutions); the last one starts at zero,
+    so a new block is the identity."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(width, channels, 3, padding=1))
+        with torch.no_grad():
+            self.body[-1].weight.zero_()
+            self.body[-1].bias.zero_()
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y + self.body(y)
+
+
 class RealismGenerator(nn.Module):
     """``G_r``: (N, C, h, w) latents and realism (N,) -> (N, 3, 16h, 16w) model-space image.
 
     ``transform`` has the layout (and state_dict keys) of the GDN Generator's ``transform``: four 5x5
     stride-2 transposed convolutions with an inverse GDN after the first three; ``scale.l`` and
-    ``shift.l`` (one per hidden layer) modulate each inverse GDN's output by the realism. With
-    ``grain``, ``grain.*`` adds position-keyed noise shaped by the last hidden layer (``origins``: each
-    image's top-left pixel in the whole picture, so that tiles of one picture get one noise field)."""
+    ``shift.l`` (one per hidden layer) modulate each inverse GDN's output by the realism. Optional, at
+    latent resolution before it (:meth:`latent_part`): ``blocks`` residual blocks of ``block_width``
+    channels (``blocks.i.*``), and ``grain.*``, position-keyed noise with the energy it predicts the
+    decode lacks (``origins``: each image's top-left pixel in the whole picture, so that tiles of one
+    picture get one noise field)."""
 
-    def __init__(self, config: ArchConfig, *, grain: bool = False) -> None:
+    def __init__(self, config: ArchConfig, *, grain: bool = False, blocks: int = 0, block_width: int = 128) -> None:
         super().__init__()
         if not supports_realism(config):
             raise ValueError(f"a realism decoder needs the 'gdn' transform, not {config.transform!r}")
@@ -54,14 +75,31 @@ class RealismGenerator(nn.Module):
         widths = gdn_synthesis_widths(config)
         self.scale = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
         self.shift = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths[1:4]])
+        self.blocks = nn.ModuleList([ResidualBlock(widths[0], block_width) for _ in range(blocks)])
         self.grain = GrainHead(widths[0]) if grain else None
 
+    @property
+    def latent_radius(self) -> int:
+        """Latents :meth:`latent_part` reads around each position (the halo tiles need beyond the
+        transform's)."""
+        return max(2 * len(self.blocks), ENERGY_RADIUS if self.grain is not None else 0)
+
+    def latent_part(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """What G_r computes at latent resolution: the latents after the residual blocks, then (with
+        grain) the grain's predicted log energy as one more channel."""
+        z = y_hat
+        for block in self.blocks:
+            z = block(z)
+        return z if self.grain is None else torch.cat([z, self.grain.energy(y_hat)], dim=1)
+
     def forward(self, y_hat: torch.Tensor, realism: torch.Tensor, origins: torch.Tensor | None = None, *,
-                log_energy: torch.Tensor | None = None, with_grain: bool = True) -> torch.Tensor:
-        """``log_energy``: the grain head's prediction for ``y_hat`` when the caller has it (tiles compute
-        it on a wider window); ``with_grain=False``: the output without the grain."""
+                latent: torch.Tensor | None = None, with_grain: bool = True) -> torch.Tensor:
+        """``latent``: :meth:`latent_part` of ``y_hat`` when the caller has it (tiles compute it on a
+        wider window); ``with_grain=False``: the output without the grain."""
+        latent = self.latent_part(y_hat) if latent is None else latent
+        channels = y_hat.shape[1]
         r = realism.to(y_hat.dtype).reshape(-1, 1, 1, 1)
-        x = y_hat
+        x = latent[:, :channels]
         for i, layer in enumerate(self.transform):
             x = layer(x)
             if i % 2 == 1:  # after an inverse GDN
@@ -70,8 +108,7 @@ class RealismGenerator(nn.Module):
         if self.grain is not None and with_grain:
             if origins is None:
                 origins = torch.zeros(y_hat.shape[0], 2, dtype=torch.int64)
-            log_energy = self.grain.energy(y_hat) if log_energy is None else log_energy
-            x = x + self.grain(log_energy, noise_field(origins, x.shape[2], x.shape[3], device=x.device))
+            x = x + self.grain(latent[:, channels:], noise_field(origins, x.shape[2], x.shape[3], device=x.device))
         return x
 
     def add_grain(self) -> None:
@@ -79,12 +116,29 @@ class RealismGenerator(nn.Module):
         if self.grain is None:
             self.grain = GrainHead(self.transform[0].in_channels).to(self.scale[-1].device)
 
+    def add_blocks(self, blocks: int, width: int = 128) -> None:
+        """Give a decoder without residual blocks ``blocks`` new ones (identity at the start)."""
+        if len(self.blocks) == 0:
+            channels = self.transform[0].in_channels
+            device = self.scale[-1].device
+            self.blocks.extend(ResidualBlock(channels, width).to(device) for _ in range(blocks))
+
     def start_from(self, generator: nn.Module) -> None:
         """Copy the Generator's layers (the realistic decoder starts as the faithful one)."""
         self.transform.load_state_dict(generator.transform.state_dict())
         with torch.no_grad():
             for p in (*self.scale, *self.shift):
                 p.zero_()
+
+
+def architecture_of(keys: Iterable[str], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """RealismGenerator keyword arguments (grain, blocks, block_width) that a state_dict's keys (without
+    the file prefix) and shapes describe."""
+    keys = list(keys)
+    indices = {int(k.split(".")[1]) for k in keys if k.startswith("blocks.")}
+    blocks = max(indices) + 1 if indices else 0
+    width = shapes["blocks.0.body.0.weight"][0] if blocks else 128
+    return {"grain": any(k.startswith("grain.") for k in keys), "blocks": blocks, "block_width": width}
 
 
 def blend(x0: torch.Tensor, x_real: torch.Tensor, realism: torch.Tensor) -> torch.Tensor:
@@ -109,24 +163,18 @@ class BlendedGenerator(nn.Module):
         self.generator = generator
         self.realism_generator = realism_generator
         self.realism = realism
-        if self.grain is not None:  # the grain's energy is computed per tile on a window that wide
-            self.trunk_radius = ENERGY_RADIUS
-
-    @property
-    def grain(self) -> GrainHead | None:
-        return self.realism_generator.grain
+        self.trunk_radius = realism_generator.latent_radius  # G_r's latent part, per tile on a wider window
 
     def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """The latents, with the grain's predicted log energy as one more channel."""
-        if self.grain is None:
-            return y_hat
-        return torch.cat([y_hat, self.grain.energy(y_hat)], dim=1)
+        """The latents, then G_r's latent part (:meth:`RealismGenerator.latent_part`) as more channels."""
+        return torch.cat([y_hat, self.realism_generator.latent_part(y_hat)], dim=1)
 
     def upsample(self, features: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
-        y_hat, log_energy = (features, None) if self.grain is None else (features[:, :-1], features[:, -1:])
+        channels = self.realism_generator.transform[0].in_channels
+        y_hat, latent = features[:, :channels], features[:, channels:]
         r = torch.full((y_hat.shape[0],), self.realism, dtype=y_hat.dtype, device=y_hat.device)
         origins = torch.tensor([origin], dtype=torch.int64).expand(y_hat.shape[0], 2)
-        x_real = self.realism_generator(y_hat, r, origins, log_energy=log_energy)
+        x_real = self.realism_generator(y_hat, r, origins, latent=latent)
         return blend(self.generator(y_hat), x_real, r)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:

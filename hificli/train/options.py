@@ -65,6 +65,7 @@ class TrainOptions:
     grain: bool = False  #: realism stage: give the realism decoder a grain head (hificli.models.grain)
     grain_only: bool = False  #: realism stage: train the grain head alone (implies grain)
     grain_fit: bool = False  #: realism stage: fit the grain head's energy by regression alone (implies grain)
+    realism_blocks: int = 0  #: realism stage: residual blocks at latent resolution for a new realism decoder
     rescale: tuple[float, float] = (0.75, 0.95)
     hflip: bool = True
     workers: int | None = None
@@ -93,6 +94,8 @@ class TrainOptions:
             raise ValueError("--widen needs --init MODEL (the model to widen)")
         if (self.grain or self.grain_only or self.grain_fit) and self.stage != "realism":
             raise ValueError("--grain, --grain-only and --grain-fit are part of the realism decoder (--stage realism)")
+        if self.realism_blocks and self.stage != "realism":
+            raise ValueError("--realism-blocks is part of the realism decoder (--stage realism)")
         if self.grain_only and self.grain_fit:
             raise ValueError("--grain-fit and --grain-only are two ways to train the grain: choose one")
         if self.realism_sampling not in REALISM_SAMPLING:

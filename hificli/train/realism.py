@@ -62,17 +62,40 @@ def realism_loss(
     return per_image.mean(), mse.mean()
 
 
+def build_realism(config: Any, options: TrainOptions, previous: Any, resumed: dict[str, Any] | None) -> Any:
+    """The realism decoder to train: the resumed run's architecture, else the --init decoder's (a grain
+    head and residual blocks it has are kept) plus what the options add."""
+    from hificli.models.realism import PREFIX, RealismGenerator, architecture_of
+
+    if resumed is not None:
+        state = {k[len(PREFIX):]: tuple(v.shape) for k, v in resumed["model_state_dict"].items()
+                 if k.startswith(PREFIX)}
+        arch = architecture_of(state, state)
+    else:
+        arch = {"grain": False, "blocks": 0, "block_width": 128}
+        if previous is not None:
+            arch = {"grain": previous.grain is not None, "blocks": len(previous.blocks),
+                    "block_width": previous.blocks[0].body[0].out_channels if len(previous.blocks) else 128}
+        arch["grain"] = arch["grain"] or options.grain or options.grain_only or options.grain_fit
+        if options.realism_blocks and not arch["blocks"]:
+            arch["blocks"] = options.realism_blocks
+    options.grain, options.realism_blocks = arch["grain"], arch["blocks"]
+    return RealismGenerator(config, **arch)
+
+
 def grain_fit_loss(realism: Any, network: Any, x: torch.Tensor, x0: torch.Tensor, y_hat: torch.Tensor,
                    r: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of the grain head's log energy against the log high-pass energy the decode
-    (without grain) lacks (hificli.models.grain.missing_energy)."""
-    from hificli.models.grain import missing_energy
+    """Pinball loss at quantile ``FIT_QUANTILE`` of the grain head's log energy against the log high-pass
+    energy the decode (without grain) lacks (hificli.models.grain.missing_energy): a low quantile, so that
+    where the latents leave it unsure the head predicts too little grain rather than too much."""
+    from hificli.models.grain import FIT_QUANTILE, missing_energy
     from hificli.models.realism import blend
 
     with torch.no_grad():
         decoded = network.postprocess(blend(x0, realism(y_hat, r, with_grain=False), r))
         target = missing_energy(x, decoded)
-    return (realism.grain.energy(y_hat) - target).pow(2).mean()
+    error = target - realism.grain.energy(y_hat)
+    return torch.maximum(FIT_QUANTILE * error, (FIT_QUANTILE - 1.0) * error).mean()
 
 
 def grid_pattern(change: torch.Tensor, period: int = LATENT) -> torch.Tensor:
@@ -138,7 +161,7 @@ def train_realism(
 ):
     """Run (or resume) a realism run; returns hificli.train.loop.TrainResult."""
     from hificli.models.discriminator import Discriminator
-    from hificli.models.realism import PREFIX, RealismGenerator, blend
+    from hificli.models.realism import PREFIX, blend
     from hificli.perceptual import load_perceptual, resolve_kind
     from hificli.train.loop import (
         TrainResult,
@@ -178,18 +201,15 @@ def train_realism(
     if resumed is not None and resumed["args"].get("base_fingerprint") != base.info.fingerprint.hex():
         raise ModelMismatchError(f"{base.path} is not the model this run was started from")
     previous = getattr(base.network, "Realism", None)
-    if resumed is not None:
-        options.grain = any(k.startswith(PREFIX + "grain.") for k in resumed["model_state_dict"])
-    elif previous is not None and previous.grain is not None:
-        options.grain = True  # a decoder with grain keeps it
-    options.grain = options.grain or options.grain_only or options.grain_fit
-    realism = RealismGenerator(config, grain=options.grain)
+    realism = build_realism(config, options, previous, resumed)
     if previous is not None and resumed is None:  # --init a model that has one: train it further
         loaded = realism.load_state_dict(previous.state_dict(), strict=False)
-        if loaded.unexpected_keys or any(not k.startswith("grain.") for k in loaded.missing_keys):
+        if loaded.unexpected_keys or any(not k.startswith(("grain.", "blocks.")) for k in loaded.missing_keys):
             raise ModelMismatchError(f"{base.path}: its realism decoder does not fit this one")
+        added = [name for name, new in (("a grain head", options.grain and previous.grain is None),
+                                        ("residual blocks", len(realism.blocks) > len(previous.blocks))) if new]
         say(f"{base.path} has a realism decoder: training continues from it"
-            + (" (with a new grain head)" if options.grain and previous.grain is None else ""))
+            + (f" (with new {' and '.join(added)})" if added else ""))
     else:
         realism.start_from(base.network.Generator)
     disc = Discriminator(config, input_gain=options.d_gain, high_pass=options.d_high_pass)
@@ -258,7 +278,7 @@ def train_realism(
         meta = {"source": "hific-train", "stage": "realism", "steps": step, "perceptual": kind, "k_m": k_m,
                 "k_p": k_p, "beta": beta, "k_grid": k_grid, "crop": options.crop, "batch_size": options.batch_size,
                 "grain": options.grain, "grain_only": options.grain_only,
-                "grain_fit": options.grain_fit}
+                "grain_fit": options.grain_fit, "realism_blocks": options.realism_blocks}
         save_with_realism(base.path, realism, run_dir / S.WEIGHTS_NAME, model_id=model_id, meta=meta)
 
     def validate(step: int) -> dict[str, Any] | None:

@@ -149,9 +149,10 @@ def blend(x0: torch.Tensor, x_real: torch.Tensor, realism: torch.Tensor) -> torc
 
 class BlendedGenerator(nn.Module):
     """The decoder at one realism ``r`` > 0, with the Generator's tiling interface (``trunk``,
-    ``upsample``, ``trunk_radius``): ``upsample(y) = blend(Generator(y), G_r(y, r), r)``. G_r has the
-    Generator's layers, hence its receptive field: tiles need the same halo. ``positional``: upsample
-    takes the tile's pixel ``origin`` (the grain is keyed to it)."""
+    ``upsample``, ``trunk_radius``): ``upsample(y) = blend(Generator(y), G_r(y, r), r)``. ``trunk`` runs
+    G_r's latent-resolution part (residual blocks, grain energy) on a window ``trunk_radius`` latents
+    wider; its transform has the Generator's layers, hence the same upsampling halo. ``positional``:
+    upsample takes the tile's pixel ``origin`` (the grain is keyed to it)."""
 
     trunk_radius = 0
     positional = True

@@ -405,3 +405,19 @@ def test_tiles_read_the_halo_that_the_latent_part_needs(grain: bool) -> None:
     assert np.abs(whole - generate(tiling.Tiling(tile=48))).max() <= 1
     blended.trunk_radius = 0  # the check can fail: a window without the latent part's halo
     assert np.abs(whole - generate(tiling.Tiling(tile=48))).max() > 1
+
+
+def test_strip_realism_leaves_the_model_without_its_realism_decoder(realism_run: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "stripped.safetensors"
+    done = subprocess.run([sys.executable, str(root / "scripts" / "strip_realism.py"),
+                           str(realism_run / "weights.safetensors"), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before, after = read_weights_info(realism_run / "weights.safetensors"), read_weights_info(out)
+    assert after.fingerprint == before.fingerprint and after.model_id == before.model_id
+    assert before.realism_fingerprint is not None and after.realism_fingerprint is None
+    arrays, _ = read_verified(out)
+    assert arrays and not any(k.startswith("Realism.") for k in arrays)

@@ -112,7 +112,7 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--realism-sampling", type=click.Choice(["uniform", "one"]), default="uniform", show_default=True,
               help="--stage realism: each image's realism r ~ U(0, 1), or r = 1 for all (R = 1 is then the "
                    "trained decoder and R < 1 blends it with the faithful one).")
-@click.option("--grain/--no-grain", default=False, show_default=True,
+@click.option("--grain", is_flag=True,
               help="--stage realism (experimental): give the realism decoder a grain head, position-keyed noise "
                    "with the high-pass energy it predicts the decode lacks; a decoder that has one keeps it.")
 @click.option("--grain-only", is_flag=True,

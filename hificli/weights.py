@@ -366,7 +366,7 @@ def _attach_realism(path: Path, model: HificModel, tensors: dict[str, np.ndarray
     shapes = {k[len(REALISM_PREFIX):]: tuple(v.shape) for k, v in tensors.items()}
     try:
         with torch.device("meta"):
-            model.Realism = RealismGenerator(model.config, **architecture_of(shapes, shapes))
+            model.Realism = RealismGenerator(model.config, **architecture_of(shapes))
     except ValueError as exc:
         raise ModelMismatchError(f"{path}: {exc}") from None
     state = {k[len(REALISM_PREFIX):]: torch.from_numpy(v).float() for k, v in tensors.items()}
@@ -380,21 +380,34 @@ def save_with_realism(
     (hificli.models.realism.RealismGenerator) to ``path`` atomically: same model fingerprint, the
     realism decoder's own in ``realism_fingerprint``; ``meta`` is stored under the base's ``meta`` as
     ``realism``. A realism decoder already in ``base`` is replaced."""
+    extra = {REALISM_PREFIX + k: v.detach().to("cpu").float().contiguous().numpy()
+             for k, v in realism.state_dict().items()}
+    return _save_model(base, path, model_id=model_id, realism=extra, realism_meta=meta or {})
+
+
+def save_without_realism(base: str | Path, path: str | Path) -> WeightsInfo:
+    """Write the weights file ``base`` (verified) without its realism decoder to ``path`` atomically
+    (same model id and fingerprint; a realism run on it starts G_r from the Generator)."""
+    return _save_model(base, path, model_id=read_weights_info(Path(base)).model_id, realism=None)
+
+
+def _save_model(base: str | Path, path: str | Path, *, model_id: str, realism: dict[str, Any] | None,
+                realism_meta: dict[str, Any] | None = None) -> WeightsInfo:
+    """``base``'s model and tables plus the ``Realism.*`` arrays ``realism`` (None: no realism decoder)."""
     import numpy as np
     from safetensors.numpy import save_file
 
     loaded, info = read_verified(base)
     network, _, arrays = split_tensors(loaded)
-    extra = {REALISM_PREFIX + k: v.detach().to("cpu").float().contiguous().numpy()
-             for k, v in realism.state_dict().items()}
     header = _read_safetensors_header(Path(base))["__metadata__"]
     metadata = {key: header[key] for key in ("format", "format_version", "arch", "fingerprint")}
-    metadata.update({
-        "model_id": _checked_model_id(Path(path), model_id),
-        "realism_fingerprint": fingerprint(extra, {}, info.config).hex(),
-        "meta": json.dumps({**info.meta, "realism": meta or {}}, sort_keys=True),
-    })
-    tensors = {k: np.ascontiguousarray(v) for k, v in {**network, **arrays, **extra}.items()}
+    meta = {k: v for k, v in info.meta.items() if k != "realism"}
+    metadata["model_id"] = _checked_model_id(Path(path), model_id)
+    if realism is not None:
+        metadata["realism_fingerprint"] = fingerprint(realism, {}, info.config).hex()
+        meta["realism"] = realism_meta or {}
+    metadata["meta"] = json.dumps(meta, sort_keys=True)
+    tensors = {k: np.ascontiguousarray(v) for k, v in {**network, **arrays, **(realism or {})}.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(path) as tmp:

@@ -8,7 +8,6 @@ from the Generator): the ``Realism.*`` tensors and their metadata go, the model 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -18,23 +17,9 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
 
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
+    from hificli.weights import save_without_realism
 
-    from hificli.weights import REALISM_PREFIX, read_verified, read_weights_info
-
-    read_verified(args.source)
-    with safe_open(str(args.source), framework="np") as f:
-        metadata = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()  # noqa: SIM118 (safe_open is not iterable)
-                   if not k.startswith(REALISM_PREFIX)}
-    metadata.pop("realism_fingerprint", None)
-    meta = json.loads(metadata.get("meta", "{}"))
-    meta.pop("realism", None)
-    metadata["meta"] = json.dumps(meta, sort_keys=True)
-    save_file(tensors, str(args.out), metadata=metadata)
-    read_verified(args.out)
-    info = read_weights_info(args.out)
+    info = save_without_realism(args.source, args.out)
     print(f"{args.out}: fingerprint {info.fingerprint.hex()}, realism decoder: none")
 
 

@@ -20,7 +20,6 @@ has one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -79,6 +78,11 @@ class RealismGenerator(nn.Module):
         self.grain = GrainHead(widths[0]) if grain else None
 
     @property
+    def has_latent_part(self) -> bool:
+        """True if :meth:`latent_part` computes anything (residual blocks or a grain head)."""
+        return len(self.blocks) > 0 or self.grain is not None
+
+    @property
     def latent_radius(self) -> int:
         """Latents :meth:`latent_part` reads around each position (the halo tiles need beyond the
         transform's)."""
@@ -111,18 +115,6 @@ class RealismGenerator(nn.Module):
             x = x + self.grain(latent[:, channels:], noise_field(origins, x.shape[2], x.shape[3], device=x.device))
         return x
 
-    def add_grain(self) -> None:
-        """Give a decoder without one a fresh grain head (training continues with it)."""
-        if self.grain is None:
-            self.grain = GrainHead(self.transform[0].in_channels).to(self.scale[-1].device)
-
-    def add_blocks(self, blocks: int, width: int = 128) -> None:
-        """Give a decoder without residual blocks ``blocks`` new ones (identity at the start)."""
-        if len(self.blocks) == 0:
-            channels = self.transform[0].in_channels
-            device = self.scale[-1].device
-            self.blocks.extend(ResidualBlock(channels, width).to(device) for _ in range(blocks))
-
     def start_from(self, generator: nn.Module) -> None:
         """Copy the Generator's layers (the realistic decoder starts as the faithful one)."""
         self.transform.load_state_dict(generator.transform.state_dict())
@@ -131,14 +123,13 @@ class RealismGenerator(nn.Module):
                 p.zero_()
 
 
-def architecture_of(keys: Iterable[str], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
-    """RealismGenerator keyword arguments (grain, blocks, block_width) that a state_dict's keys (without
-    the file prefix) and shapes describe."""
-    keys = list(keys)
-    indices = {int(k.split(".")[1]) for k in keys if k.startswith("blocks.")}
+def architecture_of(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """RealismGenerator keyword arguments (grain, blocks, block_width) that a state_dict's tensor shapes
+    (keys without the file prefix) describe."""
+    indices = {int(k.split(".")[1]) for k in shapes if k.startswith("blocks.")}
     blocks = max(indices) + 1 if indices else 0
     width = shapes["blocks.0.body.0.weight"][0] if blocks else 128
-    return {"grain": any(k.startswith("grain.") for k in keys), "blocks": blocks, "block_width": width}
+    return {"grain": any(k.startswith("grain.") for k in shapes), "blocks": blocks, "block_width": width}
 
 
 def blend(x0: torch.Tensor, x_real: torch.Tensor, realism: torch.Tensor) -> torch.Tensor:
@@ -167,12 +158,16 @@ class BlendedGenerator(nn.Module):
         self.trunk_radius = realism_generator.latent_radius  # G_r's latent part, per tile on a wider window
 
     def trunk(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """The latents, then G_r's latent part (:meth:`RealismGenerator.latent_part`) as more channels."""
+        """The latents, then G_r's latent part (:meth:`RealismGenerator.latent_part`), if it has one, as
+        more channels."""
+        if not self.realism_generator.has_latent_part:
+            return y_hat
         return torch.cat([y_hat, self.realism_generator.latent_part(y_hat)], dim=1)
 
     def upsample(self, features: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         channels = self.realism_generator.transform[0].in_channels
         y_hat, latent = features[:, :channels], features[:, channels:]
+        latent = latent if self.realism_generator.has_latent_part else None
         r = torch.full((y_hat.shape[0],), self.realism, dtype=y_hat.dtype, device=y_hat.device)
         origins = torch.tensor([origin], dtype=torch.int64).expand(y_hat.shape[0], 2)
         x_real = self.realism_generator(y_hat, r, origins, latent=latent)

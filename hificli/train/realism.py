@@ -68,14 +68,11 @@ def build_realism(config: Any, options: TrainOptions, previous: Any, resumed: di
     from hificli.models.realism import PREFIX, RealismGenerator, architecture_of
 
     if resumed is not None:
-        state = {k[len(PREFIX):]: tuple(v.shape) for k, v in resumed["model_state_dict"].items()
-                 if k.startswith(PREFIX)}
-        arch = architecture_of(state, state)
+        arch = architecture_of({k[len(PREFIX):]: tuple(v.shape) for k, v in resumed["model_state_dict"].items()
+                                if k.startswith(PREFIX)})
     else:
-        arch = {"grain": False, "blocks": 0, "block_width": 128}
-        if previous is not None:
-            arch = {"grain": previous.grain is not None, "blocks": len(previous.blocks),
-                    "block_width": previous.blocks[0].body[0].out_channels if len(previous.blocks) else 128}
+        state = previous.state_dict() if previous is not None else {}
+        arch = architecture_of({k: tuple(v.shape) for k, v in state.items()})
         arch["grain"] = arch["grain"] or options.grain or options.grain_only or options.grain_fit
         if options.realism_blocks and not arch["blocks"]:
             arch["blocks"] = options.realism_blocks
@@ -213,7 +210,8 @@ def train_realism(
     else:
         realism.start_from(base.network.Generator)
     disc = Discriminator(config, input_gain=options.d_gain, high_pass=options.d_high_pass)
-    kind = "none" if options.perceptual == "none" else resolve_kind(options.perceptual)
+    # --grain-fit is a regression: the perceptual network is neither needed nor loaded
+    kind = "none" if options.perceptual == "none" or options.grain_fit else resolve_kind(options.perceptual)
     perceptual = load_perceptual(kind) if kind != "none" else None
     for module in (realism, disc, perceptual):
         if module is not None:
@@ -333,7 +331,8 @@ def train_realism(
                 loss = grain_fit_loss(realism, base.network, x, x0, y_hat, r)
                 mse = distance = d_loss = adversarial = grid = torch.zeros(())
             else:
-                origins = torch.randint(0, 1 << 20, (n, 2))  # a different grain field per crop
+                # a different grain field per crop (drawn only with grain: other runs keep their RNG stream)
+                origins = torch.randint(0, 1 << 20, (n, 2)) if realism.grain is not None else None
                 x_hat = base.network.postprocess(blend(x0, realism(y_hat, r, origins), r))
                 pattern = grid_pattern((x_hat - base.network.postprocess(x0)) * 255.0)
                 grid = pattern.pow(2).mean()

@@ -9,6 +9,11 @@ Per image: the mean over those points of ``lpips / lpips_other - 1``; then the m
     hific eval data/eval -m MODEL -b avif --lpips stlpips-alex --realism 1 --qualities 0,10,20,30,40,50 \\
         -j 2 -o benchmarks/results/e15-realism.json
     .venv/bin/python benchmarks/realism_table.py benchmarks/results/e15-realism.json hific-vr2 hific-vr2@r1
+
+A second (perceptual) model has its own files: its bpp differ, so the faithful model is interpolated on its
+curve too. ``--with`` joins another report of the same images (e.g. one run per model):
+
+    .venv/bin/python benchmarks/realism_table.py e15-vr2p.json hific-vr2 hific-vr2p --with e15-realism.json
 """
 
 from __future__ import annotations
@@ -40,19 +45,23 @@ def interpolate(sweep: list[dict], bpp: float, key: str) -> float | None:
 
 
 def image_row(image: dict, faithful: str, realism: str, baseline: str, max_bpp: float) -> dict | None:
-    """Mean relative ST-LPIPS (and PSNR / MS-SSIM) of one image over its points up to ``max_bpp``."""
-    ours = {round(p["bpp"], 9): p for p in points(image, realism)}
+    """Mean relative ST-LPIPS (and PSNR / MS-SSIM) of one image over its points up to ``max_bpp``.
+
+    ``realism`` is either ``faithful``'s realism decoder (the same files, so the same bpp) or another
+    model (a second, perceptual model): the faithful model's curve and the baseline's sweep are both
+    interpolated at each of its points' bpp."""
+    faithful_curve = points(image, faithful)
     rows = []
-    for point in points(image, faithful):
-        real = ours.get(round(point["bpp"], 9))
-        if point["bpp"] > max_bpp or real is None or real["lpips"] is None or point["lpips"] is None:
+    for real in points(image, realism):
+        if real["bpp"] > max_bpp or real["lpips"] is None:
             continue
-        other = {k: interpolate(image["sweeps"].get(baseline, []), point["bpp"], k)
+        other = {k: interpolate(image["sweeps"].get(baseline, []), real["bpp"], k)
                  for k in ("lpips", "psnr-rgb", "ms-ssim")}
-        if other["lpips"] is None:
+        point = {k: interpolate(faithful_curve, real["bpp"], k) for k in ("lpips", "psnr-rgb", "ms-ssim")}
+        if other["lpips"] is None or point["lpips"] is None:
             continue
         rows.append({
-            "bpp": point["bpp"], "vs_baseline": real["lpips"] / other["lpips"] - 1.0,
+            "bpp": real["bpp"], "vs_baseline": real["lpips"] / other["lpips"] - 1.0,
             "vs_faithful": real["lpips"] / point["lpips"] - 1.0,
             "lpips": (real["lpips"], point["lpips"], other["lpips"]),
             "psnr": (real["psnr-rgb"], point["psnr-rgb"], other["psnr-rgb"]),
@@ -70,15 +79,28 @@ def image_row(image: dict, faithful: str, realism: str, baseline: str, max_bpp: 
                for i, n in enumerate(("realism", "faithful", "baseline"))}}
 
 
+def merged(reports: list[dict]) -> dict:
+    """One report from several of the same images: their models, curves and sweeps side by side."""
+    by_name: dict[str, dict] = {}
+    for report in reports:
+        for image in report["per_image"]:
+            into = by_name.setdefault(image["name"], {"name": image["name"], "hific": {}, "curves": {}, "sweeps": {}})
+            for key in ("hific", "curves", "sweeps"):
+                into[key].update(image.get(key, {}))
+    return {"per_image": list(by_name.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", type=Path)
     parser.add_argument("faithful", help="label of the model (its faithful decoder)")
-    parser.add_argument("realism", help="label of its realism decoder (MODEL@rR)")
+    parser.add_argument("realism", help="label of its realism decoder (MODEL@rR), or of a second model")
+    parser.add_argument("--with", dest="extra", type=Path, action="append", default=[],
+                        help="another report of the same images whose models and sweeps join REPORT's")
     parser.add_argument("--baseline", default="avif")
     parser.add_argument("--max-bpp", type=float, default=0.3)
     args = parser.parse_args()
-    report = json.loads(args.report.read_text())
+    report = merged([json.loads(path.read_text()) for path in [args.report, *args.extra]])
     rows = [r for r in (image_row(img, args.faithful, args.realism, args.baseline, args.max_bpp)
                         for img in report["per_image"]) if r is not None]
     b = args.baseline.upper()

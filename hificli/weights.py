@@ -14,6 +14,13 @@ A file may also hold a realism decoder (hificli.models.realism): tensors under `
 own fingerprint in the metadata (``realism_fingerprint``, the same hash over those tensors). They are
 outside the model's fingerprint: adding a realism decoder to a model (:func:`save_with_realism`) keeps
 every file the model wrote decodable with it.
+
+A file may share tensors with another weights file beside it (metadata ``shares``: JSON with that
+file's ``model_id``, its ``fingerprint`` and the key ``prefixes`` taken from it; :func:`save_sharing`).
+A second model that keeps a model's entropy model (hyperprior, context, tables) and retrains only its
+encoder and decoder then stores those two alone. The shared tensors are read from
+``<model_id>.safetensors`` in the same directory, checked against its fingerprint, and the file's own
+fingerprint covers the merged whole, exactly as if it held every tensor.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +47,7 @@ WEIGHTS_FORMAT = "hific-weights"
 REALISM_PREFIX = "Realism."  #: the realism decoder's tensors (hificli.models.realism)
 WEIGHTS_VERSION = 1
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+SHARES_KEY = "shares"  #: metadata: the tensors this file takes from another weights file beside it
 
 
 @dataclass(frozen=True)
@@ -294,13 +302,96 @@ def read_verified(path: str | Path) -> tuple[dict[str, np.ndarray], WeightsInfo]
         arrays = load_file(str(path))
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
+    own = len(arrays)
+    arrays = _with_shared(path, arrays)
     refuse_tampered(path, arrays, info)
+    if len(arrays) != own:  # the parameters it shares count (memory estimates use them)
+        info = replace(info, n_params=sum(v.size for k, v in arrays.items() if not k.startswith("tables.")))
     return arrays, info
+
+
+def read_shares(path: Path) -> dict[str, Any] | None:
+    """A weights file's ``shares`` metadata (model id, fingerprint, prefixes), checked; None if it has none."""
+    text = _read_safetensors_header(path)["__metadata__"].get(SHARES_KEY)
+    if text is None:
+        return None
+    try:
+        shares = json.loads(text)
+        model_id, prefixes = _checked_model_id(path, shares["model_id"]), [str(p) for p in shares["prefixes"]]
+        if len(bytes.fromhex(shares["fingerprint"])) != 8 or not prefixes or not all(prefixes):
+            raise ValueError("fingerprint or prefixes")
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise ModelMismatchError(f"{path}: damaged weights metadata (shares: {exc})") from None
+    return {"model_id": model_id, "fingerprint": shares["fingerprint"], "prefixes": prefixes}
+
+
+def shared_file(path: Path, shares: dict[str, Any]) -> Path:
+    """Where the file a sharing weights file takes its tensors from lies: beside it, by model id."""
+    return path.parent / f"{shares['model_id']}.safetensors"
+
+
+def _with_shared(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` plus the tensors the file shares with another (:data:`SHARES_KEY`), that file verified."""
+    shares = read_shares(path)
+    if shares is None:
+        return arrays
+    source = shared_file(path, shares)
+    hint = f"keep {source.name} beside {path.name} (the package ships both)"
+    if not source.is_file():
+        raise ModelMismatchError(f"{path}: shares its entropy model with {shares['model_id']}, "
+                                 f"whose weights ({source.name}) are not beside it", hint)
+    if read_shares(source) is not None:
+        raise ModelMismatchError(f"{path}: shares tensors with {source.name}, which shares its own (one level only)")
+    base, base_info = read_verified(source)
+    if base_info.fingerprint_hex != shares["fingerprint"]:
+        raise ModelMismatchError(f"{path}: made to share {shares['model_id']} {shares['fingerprint']}, "
+                                 f"but {source.name} is {base_info.fingerprint_hex}", hint)
+    taken = {k: v for k, v in base.items() if k.startswith(tuple(shares["prefixes"]))}
+    if not taken or set(taken) & set(arrays):
+        raise ModelMismatchError(f"{path}: damaged weights file (shared tensors missing or stored twice)")
+    return {**taken, **arrays}
+
+
+def save_sharing(base: str | Path, replaced: dict[str, np.ndarray], path: str | Path, *, model_id: str,
+                 meta: dict[str, Any] | None = None) -> WeightsInfo:
+    """Write a model that is the weights file ``base`` (verified) with the network tensors ``replaced``
+    (e.g. every ``Encoder.*`` and ``Generator.*``, stored as float16) and without base's realism decoder,
+    to ``path`` atomically. Only ``replaced`` is stored; the rest (hyperprior, context, tables: what
+    parses the bits) is read from base at load time, which must lie beside ``path`` as
+    ``<base's model id>.safetensors``. The fingerprint covers the merged model."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    loaded, info = read_verified(base)
+    network, _, arrays = split_tensors(loaded)
+    tops = {key.split(".", 1)[0] + "." for key in replaced}
+    if set(replaced) != {k for k in network if k.startswith(tuple(tops))}:
+        raise ModelMismatchError(f"{base}: the replaced tensors must be whole modules of its network ({sorted(tops)})")
+    for key, value in replaced.items():
+        if tuple(value.shape) != tuple(network[key].shape):
+            raise ModelMismatchError(f"{key}: shape {tuple(value.shape)}, {base} has {tuple(network[key].shape)}")
+    own = {k: np.ascontiguousarray(v, dtype=np.float16) for k, v in replaced.items()}
+    merged = {**network, **own}
+    prefixes = sorted({key.split(".", 1)[0] + "." for key in (*network, *arrays)} - tops)
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "format_version": str(WEIGHTS_VERSION),
+        "model_id": _checked_model_id(Path(path), model_id),
+        "arch": info.config.to_json(),
+        "fingerprint": fingerprint(merged, arrays, info.config).hex(),
+        "meta": json.dumps(meta or {}, sort_keys=True),
+        SHARES_KEY: json.dumps({"model_id": info.model_id, "fingerprint": info.fingerprint_hex,
+                                "prefixes": prefixes}, sort_keys=True),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(path) as tmp:
+        save_file(own, tmp, metadata=metadata)
+    return read_weights_info(path, with_hash=True)
 
 
 def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, WeightsInfo]:
     """Load a weights file: (model in eval mode, z table, y table, info). Any damage -> ModelMismatchError."""
-    path = Path(path)
     loaded, info = read_verified(path)
     z_table, y_table = read_tables(loaded, path)
     return build_network(loaded, info, path), z_table, y_table, info
@@ -447,20 +538,19 @@ def split_tensors(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 
 def check_fingerprint(path: str | Path) -> WeightsInfo:
-    """Re-hash a weights file's tensors and tables and compare with the fingerprint its metadata states
-    (``hific models verify`` of the models shipped in the package, which have no manifest). Damage ->
-    ModelMismatchError naming what differs."""
+    """Re-hash a weights file's tensors and tables (with those it shares from another file) and compare
+    with the fingerprint its metadata states (``hific models verify`` of the models shipped in the package,
+    which have no manifest). Damage -> ModelMismatchError naming what differs."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     path = Path(path)
     info = read_weights_info(path, with_hash=True)
     try:
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
-    state, realism, tables = split_tensors(tensors)
-    arrays = {k: v.numpy() for k, v in tables.items()}
+    state, realism, arrays = split_tensors(_with_shared(path, tensors))
     actual = fingerprint(state, arrays, info.config)
     if actual != info.fingerprint:
         raise ModelMismatchError(

@@ -365,3 +365,35 @@ def test_variable_rate_training_from_a_fixed_rate_init_resumes_and_codes(tmp_pat
 
 def test_coded_size_matches_the_estimate_at_every_quality(vr_tiny: Path) -> None:
     assert_coded_size_matches_estimate(vr_tiny, SAMPLE, (0.0, 37.5, 100.0))
+
+
+def test_freeze_prior_trains_only_the_encoder_and_decoder_with_perceptual_and_grid_terms(
+    tmp_path: Path, capsys
+) -> None:
+    from hificli.weights import read_verified, split_tensors
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(2):
+        sample_image(160, 160, seed=50 + i).save(data / f"{i}.png")
+    init = make_tiny_weights(tmp_path / "vr.safetensors", seed=6, preset="tiny-gdn", rate_levels=3,
+                             context="channel", context_channels=8)
+    common = ["--crop", "128", "--batch-size", "2", "--workers", "0", "--threads", "1", "--log-every", "1",
+              "--val-every", "0", "--save-every", "0", "--steps", "2", "--lr", "1e-3", "--perceptual", "stlpips-alex",
+              "--rate-lambdas", "0.01,0.04,0.16", "--k-m", "0.04", "--init", str(init)]
+    run_dir = tmp_path / "run"
+    code, _, err = run(["--quiet", "train", str(data), "--out", str(run_dir), "--freeze-prior",
+                        "--perceptual-per-lambda", "--k-grid", "0.3", *common], capsys)
+    assert code == 0, err
+    before, _, _ = split_tensors(read_verified(init)[0])
+    after, _, _ = split_tensors(read_verified(run_dir / "weights.safetensors")[0])
+    moved = {k.split(".")[0] for k in before if not np.array_equal(before[k], after[k])}
+    assert moved == {"Encoder", "Generator"}
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert all(r["perceptual"] > 0 for r in records if r["kind"] == "train")
+    code, _, err = run(["train", str(data), "--out", str(tmp_path / "r2"), "--perceptual-per-lambda",
+                        *[a for a in common if a not in ("--rate-lambdas", "0.01,0.04,0.16")]], capsys)
+    assert code != 0 and "--rate-lambdas" in err
+    code, _, err = run(["train", str(data), "--out", str(tmp_path / "r3"), "--stage", "realism", "--freeze-prior",
+                        *common], capsys)
+    assert code != 0 and "--freeze-prior" in err

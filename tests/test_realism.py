@@ -239,7 +239,7 @@ def test_eval_realism_needs_a_realism_decoder(coded: dict[str, Path], base: Path
 
 
 def test_the_grid_pattern_is_what_repeats_at_every_latent_position() -> None:
-    from hificli.train.realism import grid_pattern
+    from hificli.train.losses import grid_pattern
 
     stamp = torch.randn(3, 16, 16)
     stamped = stamp.repeat(1, 4, 5)[None].repeat(2, 1, 1, 1)  # the same 16 x 16 pattern everywhere

@@ -79,8 +79,9 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @_opt_float("--lambda-b", "Override the rate weight below the target (default 2^-4).")
 @_opt_float("--k-m", "Override the MSE weight (default 0.075 * 2^-5, MSE on 0..255).")
 @_opt_float("--k-p", "Override the perceptual weight (default 1).")
-@_opt_float("--k-grid", "--stage realism: weight of the penalty on a pattern locked to the latents' 16 px grid "
-                        "(the batch mean of G_r's change at each of the 16 x 16 phases; default 0.1).")
+@_opt_float("--k-grid", "Weight of the penalty on a pattern locked to the latents' 16 px grid: the batch mean at "
+                        "each of the 16 x 16 phases of G_r's change (--stage realism, default 0.1) or of the "
+                        "decode's error (base / gan, default 0).")
 @_opt_float("--beta", "Override the GAN weight (default 0.15).")
 @click.option("--d-gain", type=float, default=1.0, show_default=True,
               help="Scale the discriminator's image input. Spectral norm caps each layer's gain at 1, so a "
@@ -124,6 +125,12 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--realism-blocks", type=click.IntRange(min=0, max=8), default=0, show_default=True,
               help="--stage realism: residual blocks (3x3, 128 wide) at latent resolution before the realism "
                    "decoder's transform; new ones start as the identity. A decoder that has some keeps them.")
+@click.option("--freeze-prior", is_flag=True,
+              help="--stage base / gan: train the encoder and the decoder only; the hyperprior, context and rate "
+                   "steps stay as --init has them, so the new model parses bits exactly as its --init does.")
+@click.option("--perceptual-per-lambda", is_flag=True,
+              help="Variable-rate training: weight each image's perceptual term by lambda / --k-m, so that "
+                   "perception and MSE keep one ratio at every rate level (default: one weight for all).")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

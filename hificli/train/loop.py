@@ -215,6 +215,15 @@ def _optimizers(model: torch.nn.Module, disc: torch.nn.Module | None, lr: float)
     return main, opt_main, opt_density, opt_d
 
 
+def freeze_prior(model: torch.nn.Module) -> None:
+    """Fix everything that decides how bits are parsed (hyperprior with its density, context, rate steps):
+    only the encoder and the decoder train, and the model keeps its --init's entropy model exactly."""
+    for name in ("Hyperprior", "Context", "RateSteps"):
+        part = getattr(model, name, None)
+        if part is not None:
+            part.requires_grad_(False)
+
+
 def _perceptual_window(
     x_hat: torch.Tensor, x: torch.Tensor, step: int, rank: int, options: TrainOptions
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,6 +321,8 @@ def train(
         if disc is not None and init[2]:
             load_strict(disc, init[2], ignore_prefixes=(), ignore_patterns=())
     del init
+    if options.freeze_prior:
+        freeze_prior(model)
     if layout.rank:
         torch.manual_seed(options.seed + layout.rank)
 
@@ -554,18 +565,26 @@ def train(
             with autocast():
                 out = net(x, rate_positions=positions) if positions is not None else net(x)
                 distortion = L.mse_255(out.x_hat, x)
-                perc = perceptual(*_perceptual_window(out.x_hat, x, step, layout.rank, options)).mean() \
-                    if perceptual is not None else zero
+                perc_each = perceptual(*_perceptual_window(out.x_hat, x, step, layout.rank, options)) \
+                    if perceptual is not None else zero.expand(x.shape[0])
+                perc = perc_each.mean()
             if positions is not None:  # R + lambda D per image; no target-rate switch
                 penalty = 1.0
+                lambdas = VR.lambdas_at(positions, options.rate_lambdas)
                 rd_loss, distortion = VR.rate_distortion_loss(
-                    out.y_likelihoods, out.z_likelihoods, out.x_hat, x, VR.lambdas_at(positions, options.rate_lambdas)
+                    out.y_likelihoods, out.z_likelihoods, out.x_hat, x, lambdas
                 )
-                loss = rd_loss + schedule.k_p * perc.float()
+                if options.perceptual_per_lambda:
+                    weights = (lambdas / schedule_reference_k_m(options)).to(perc_each.device, torch.float32)
+                    loss = rd_loss + schedule.k_p * (weights * perc_each.float()).mean()
+                else:
+                    loss = rd_loss + schedule.k_p * perc.float()
             else:
                 q_bpp = dist.mean_scalar(float(out.q_bpp.detach()), layout)
                 penalty = L.rate_penalty(q_bpp, lambda_a=lambda_a, lambda_b=lambda_b, target_bpp=target)
                 loss = penalty * out.bpp.float() + schedule.k_m * distortion + schedule.k_p * perc.float()
+            if options.k_grid:  # a pattern stamped at every latent position (hificli.train.losses.grid_pattern)
+                loss = loss + options.k_grid * L.grid_pattern((out.x_hat - x).float() * 255.0).pow(2).mean()
 
             d_loss = g_loss = zero
             if disc is not None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hificli.tiling import LATENT
+
 
 def rate_penalty(q_bpp: float, *, lambda_a: float, lambda_b: float, target_bpp: float) -> float:
     """The hard switch of the rate weight: lambda_a above the target rate, lambda_b at or below it."""
@@ -28,6 +30,17 @@ def psnr_from_mse255(mse: float) -> float:
     import math
 
     return float("inf") if mse <= 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def grid_pattern(change: torch.Tensor, period: int = LATENT) -> torch.Tensor:
+    """(C, period, period): the batch mean of ``change`` (N, C, H, W) at each phase of a ``period``
+    px grid anchored at the top left (H and W cut to multiples of ``period``). Detail that follows the
+    content averages out there; a pattern the decoder stamps at every latent position (its transposed
+    convolutions' stride, ``LATENT`` px) does not."""
+    n, c, h, w = change.shape
+    h, w = h - h % period, w - w % period
+    tiles = change[:, :, :h, :w].reshape(n, c, h // period, period, w // period, period)
+    return tiles.mean(dim=(0, 2, 4))
 
 
 def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:

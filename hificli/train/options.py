@@ -49,7 +49,7 @@ class TrainOptions:
     lambda_b: float | None = None
     k_m: float | None = None
     k_p: float | None = None
-    k_grid: float | None = None  #: realism stage: weight of the grid-locked pattern penalty (default K_GRID)
+    k_grid: float | None = None  #: weight of the grid-locked pattern penalty (realism default K_GRID, else 0)
     beta: float | None = None
     d_gain: float = 1.0  #: discriminator: scale of its image input (hificli.models.discriminator)
     d_high_pass: bool = False  #: discriminator: judge the image minus its 3x3 mean (texture only)
@@ -66,6 +66,8 @@ class TrainOptions:
     grain_only: bool = False  #: realism stage: train the grain head alone (implies grain)
     grain_fit: bool = False  #: realism stage: fit the grain head's energy by regression alone (implies grain)
     realism_blocks: int = 0  #: realism stage: residual blocks at latent resolution for a new realism decoder
+    freeze_prior: bool = False  #: base/gan stage: train the encoder and decoder only (entropy model fixed)
+    perceptual_per_lambda: bool = False  #: variable rate: each image's perceptual weight scales with its lambda
     rescale: tuple[float, float] = (0.75, 0.95)
     hflip: bool = True
     workers: int | None = None
@@ -82,8 +84,8 @@ class TrainOptions:
         """Raise ValueError naming the first bad option."""
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
-        if self.k_grid is not None and (self.stage != "realism" or self.k_grid < 0):
-            raise ValueError("--k-grid is a weight >= 0 of the realism stage (--stage realism)")
+        if self.k_grid is not None and self.k_grid < 0:
+            raise ValueError("--k-grid is a weight >= 0")
         if not self.d_gain > 0:
             raise ValueError(f"--d-gain must be > 0, got {self.d_gain}")
         if self.stage == "base" and (self.d_gain != 1.0 or self.d_high_pass):
@@ -96,6 +98,10 @@ class TrainOptions:
             raise ValueError("--grain, --grain-only and --grain-fit are part of the realism decoder (--stage realism)")
         if self.realism_blocks and self.stage != "realism":
             raise ValueError("--realism-blocks is part of the realism decoder (--stage realism)")
+        if self.freeze_prior and self.stage == "realism":
+            raise ValueError("--freeze-prior is for --stage base or gan (the realism stage freezes the whole model)")
+        if self.perceptual_per_lambda and not self.rate_lambdas:
+            raise ValueError("--perceptual-per-lambda weights the perceptual term per rate level: needs --rate-lambdas")
         if self.grain_only and self.grain_fit:
             raise ValueError("--grain-fit and --grain-only are two ways to train the grain: choose one")
         if self.realism_sampling not in REALISM_SAMPLING:

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from hificli.errors import HificError, ModelMismatchError
-from hificli.tiling import LATENT
 from hificli.train import data as D
 from hificli.train import distributed as dist
 from hificli.train import losses as L
@@ -93,15 +92,6 @@ def grain_fit_loss(realism: Any, network: Any, x: torch.Tensor, x0: torch.Tensor
         target = missing_energy(x, decoded)
     error = target - realism.grain.energy(y_hat)
     return torch.maximum(FIT_QUANTILE * error, (FIT_QUANTILE - 1.0) * error).mean()
-
-
-def grid_pattern(change: torch.Tensor, period: int = LATENT) -> torch.Tensor:
-    """(C, period, period): the batch mean of ``change`` (N, C, H, W) at each phase of a ``period``
-    px grid anchored at the top left (H and W cut to multiples of ``period``)."""
-    n, c, h, w = change.shape
-    h, w = h - h % period, w - w % period
-    tiles = change[:, :, :h, :w].reshape(n, c, h // period, period, w // period, period)
-    return tiles.mean(dim=(0, 2, 4))
 
 
 def per_image_generator_loss(logits: torch.Tensor, n: int) -> torch.Tensor:
@@ -334,7 +324,7 @@ def train_realism(
                 # a different grain field per crop (drawn only with grain: other runs keep their RNG stream)
                 origins = torch.randint(0, 1 << 20, (n, 2)) if realism.grain is not None else None
                 x_hat = base.network.postprocess(blend(x0, realism(y_hat, r, origins), r))
-                pattern = grid_pattern((x_hat - base.network.postprocess(x0)) * 255.0)
+                pattern = L.grid_pattern((x_hat - base.network.postprocess(x0)) * 255.0)
                 grid = pattern.pow(2).mean()
 
                 if beta > 0:

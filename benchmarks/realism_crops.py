@@ -1,12 +1,16 @@
-"""Side-by-side crops at equal bpp: original, the model's faithful decoder, its realism decoder, AVIF.
+"""Side-by-side crops at equal bpp: original, the model's faithful decoder, its realism decoder, a second
+(perceptual) model, AVIF.
 
 For each image the model encodes at ``--quality``; the file decodes at realism 0 and at ``--realism``
-(same file, same bpp), and AVIF is matched to that bpp (the eval's binary search on AVIF quality).
+(same file, same bpp); ``--second`` encodes to that bpp (its ``target_bpp``), and AVIF is matched to it
+(the eval's binary search on AVIF quality).
 One row per image: the same ``--crop`` px window of each, labelled with bpp, PSNR and ST-LPIPS of the
 whole image. The 1-minute load average is printed (timings are not the point here).
 
     .venv/bin/python benchmarks/realism_crops.py data/eval/A.png data/eval/B.png -m MODEL \\
         --quality 20 --realism 1 -o benchmarks/results/realism-crops.png
+    .venv/bin/python benchmarks/realism_crops.py data/eval/A.png -m hific-vr2 --second hific-perceptual \
+        --quality 20 --realism 1 -o benchmarks/results/perceptual-crops.png
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from machine import describe  # noqa: E402
 LABEL_HEIGHT = 34
 
 
-def decode_row(path: Path, model, quality: float, realism: float, lpips) -> list[tuple[str, np.ndarray]]:
-    """(caption, pixels) of the original, realism 0, realism ``realism`` and AVIF at the same bpp."""
+def decode_row(path: Path, model, quality: float, realism: float, lpips, second=None) -> list[tuple[str, np.ndarray]]:
+    """(caption, pixels) of the original, realism 0, realism ``realism`` (``realism`` 0: left out), the
+    ``second`` model (if any, encoded to the same bpp) and AVIF at the same bpp."""
     from PIL import Image
 
     from hificli import api
@@ -37,12 +42,16 @@ def decode_row(path: Path, model, quality: float, realism: float, lpips) -> list
     bpp = bl.bpp_of(data, pixels)
     avif = bl.get("avif")
     _, avif_data = bl.match_bpp(avif, pixels, bpp)
-    decoded = {
-        "hific, realism 0": np.asarray(api.decode(data, model).convert("RGB")),
-        f"hific, realism {realism:g}": np.asarray(api.decode(data, model, realism=realism).convert("RGB")),
-        "AVIF": avif.decode(avif_data),
-    }
+    decoded = {f"{model.model_id}": np.asarray(api.decode(data, model).convert("RGB"))}
     sizes = {"AVIF": bl.bpp_of(avif_data, pixels)}
+    if realism:
+        blended = api.decode(data, model, realism=realism).convert("RGB")
+        decoded[f"{model.model_id}, realism {realism:g}"] = np.asarray(blended)
+    if second is not None:
+        other = api.encode(Image.fromarray(pixels, "RGB"), second, target_bpp=bpp)
+        decoded[second.model_id] = np.asarray(api.decode(other, second).convert("RGB"))
+        sizes[second.model_id] = bl.bpp_of(other, pixels)
+    decoded["AVIF"] = avif.decode(avif_data)
     row = [(f"{path.stem} (original)", pixels)]
     for name, image in decoded.items():
         distance = lpips(pixels, image) if lpips is not None else float("nan")
@@ -88,7 +97,8 @@ def main() -> None:
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("-m", "--model", required=True, help="a model with a realism decoder (name or path)")
     parser.add_argument("--quality", type=float, default=20.0)
-    parser.add_argument("--realism", type=float, default=1.0)
+    parser.add_argument("--realism", type=float, default=1.0, help="0: no realism column")
+    parser.add_argument("--second", default=None, help="a second model, encoded to the first one's bpp")
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
@@ -97,10 +107,11 @@ def main() -> None:
     from hificli.eval.metrics import load_lpips
 
     model = load_model(args.model, progress=False)
+    second = load_model(args.second, progress=False) if args.second else None
     lpips, note = load_lpips("stlpips-alex")
     if lpips is None:
         print(f"ST-LPIPS unavailable ({note}): captions show nan")
-    rows = [decode_row(path, model, args.quality, args.realism, lpips) for path in args.images]
+    rows = [decode_row(path, model, args.quality, args.realism, lpips, second) for path in args.images]
     for row in rows:
         for caption, _ in row[1:]:
             print(caption)

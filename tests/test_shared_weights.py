@@ -3,6 +3,8 @@ stored alone, loaded as the merged model, refused when its partner is missing or
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_runner import run_cli
+from latent_hashes import latent_hash
 from model_fixtures import make_tiny_weights, sample_image
+from PIL import Image
 from safetensors.numpy import load_file
 
 from hificli.errors import ModelMismatchError
@@ -130,3 +134,59 @@ def test_ship_perceptual_refuses_a_run_whose_prior_moved(pair, tmp_path: Path) -
     shipped = base.parent / "test-ship.safetensors"
     arrays, _ = read_verified(shipped)
     assert all(np.array_equal(arrays[k], v) for k, v in own.items())
+
+
+GOLDEN = Path(__file__).resolve().parent / "expected" / "shared"
+GOLDEN_INDEX = GOLDEN / "golden-second.json"
+
+
+def _regenerate_golden() -> None:
+    """HIFIC_REGEN_GOLDEN=1: rebuild the golden pair, its file and hashes (review the diff!)."""
+    import hificli
+    from hificli.api import encode
+
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    base = make_tiny_weights(GOLDEN / "golden-base.safetensors", seed=21, model_id="golden-base", rate_levels=4,
+                             **CONTEXT)
+    shared = GOLDEN / "golden-second.safetensors"
+    info = save_sharing(base, retrained(base, seed=22), shared, model_id="golden-second")
+    model = hificli.load_model(shared)
+    data = encode(sample_image(96, 80, seed=23), model, quality=50)
+    (GOLDEN / "golden-second-q50.hfc").write_bytes(data)
+    index = {"fingerprint": info.fingerprint_hex, "golden-second-q50.hfc": latent_hash(data, model)}
+    GOLDEN_INDEX.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+
+
+def test_golden_sharing_file_loads_and_decodes_to_recorded_latents() -> None:
+    import hificli
+
+    if os.environ.get("HIFIC_REGEN_GOLDEN") == "1":
+        _regenerate_golden()
+    index = json.loads(GOLDEN_INDEX.read_text())
+    model = hificli.load_model(GOLDEN / "golden-second.safetensors")
+    assert model.fingerprint.hex() == index["fingerprint"]
+    assert latent_hash((GOLDEN / "golden-second-q50.hfc").read_bytes(), model) == index["golden-second-q50.hfc"]
+
+
+def test_the_embedded_perceptual_model_shares_the_default_entropy_model(tmp_path: Path, capsys) -> None:
+    from hificli.weights import read_shares, read_weights_info
+    from hificli.zoo import registry
+
+    path = registry.embedded_path(registry.get(registry.PERCEPTUAL_MODEL))
+    default = registry.embedded_path(registry.get(registry.DEFAULT_MODEL))
+    shares = read_shares(path)
+    assert shares["model_id"] == registry.DEFAULT_MODEL
+    assert shares["fingerprint"] == read_weights_info(default).fingerprint_hex
+    assert path.stat().st_size < 2.5 * 2**20
+    source = tmp_path / "p.png"
+    sample_image(96, 64, seed=8).save(source)
+    hfc = tmp_path / "p.hfc"
+    code, _, err = run_cli(["encode", "-m", registry.PERCEPTUAL_MODEL, "-q", "30", str(source), "-o", str(hfc)],
+                           capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["decode", str(hfc), "-o", str(tmp_path / "p-out.png")], capsys)  # model from the file
+    assert code == 0, err
+    with Image.open(tmp_path / "p-out.png") as image:
+        assert image.size == (96, 64)
+    code, _, err = run_cli(["decode", str(hfc), "--realism", "1", "-o", str(tmp_path / "r.png")], capsys)
+    assert code == 4 and "realism" in err  # it has no realism decoder: refused, not decoded faithfully

@@ -63,7 +63,9 @@ def leftovers(root: Path) -> list[str]:
 
 
 def test_registry_table() -> None:
-    assert registry.names() == ["hific-vr2", "hific-vr", "hific-compact", "hific-low", "hific-med", "hific-high"]
+    assert registry.names() == [
+        "hific-vr2", "hific-perceptual", "hific-vr", "hific-compact", "hific-low", "hific-med", "hific-high"
+    ]
     high = registry.get("hific-high")
     assert high.remote_file == "hific_hi.pt" and high.target_bpp == 0.45
     assert registry.get("hific-low").target_bpp == 0.14 and registry.get("hific-med").target_bpp == 0.30

@@ -16,6 +16,8 @@ from pathlib import Path
 from hificli.errors import UnknownModelError
 
 DEFAULT_MODEL = "hific-vr2"
+#: The default's encoder and decoder retrained for perceptual quality (its entropy model shared).
+PERCEPTUAL_MODEL = "hific-perceptual"
 #: The previous variable-rate default (no context model), still shipped so that its files keep decoding.
 PREVIOUS_VR_MODEL = "hific-vr"
 #: The previous default (fixed-rate), still shipped so that its files keep decoding.
@@ -74,6 +76,17 @@ MODELS: tuple[ModelEntry, ...] = (
         license="Apache-2.0 (this project)",
         resource=f"{DEFAULT_MODEL}.safetensors",
         rate_range=(0.012, 1.20),  # E15 photos, -q 0 .. -q 100
+        variable_rate=True,
+    ),
+    ModelEntry(
+        name=PERCEPTUAL_MODEL,
+        target_bpp=None,
+        description="hific-vr2's encoder and decoder retrained for ST-LPIPS (rate + MSE + perceptual, no GAN): "
+        "sharper texture at equal bpp, lower PSNR; shares hific-vr2's entropy model; -q 0-100, offline",
+        source="embedded in the hific package",
+        license="Apache-2.0 (this project)",
+        resource=f"{PERCEPTUAL_MODEL}.safetensors",
+        rate_range=(0.014, 1.28),  # E15 photos, -q 0 .. -q 100
         variable_rate=True,
     ),
     ModelEntry(

@@ -190,3 +190,16 @@ def test_the_embedded_perceptual_model_shares_the_default_entropy_model(tmp_path
         assert image.size == (96, 64)
     code, _, err = run_cli(["decode", str(hfc), "--realism", "1", "-o", str(tmp_path / "r.png")], capsys)
     assert code == 4 and "realism" in err  # it has no realism decoder: refused, not decoded faithfully
+
+
+def test_models_import_makes_a_standalone_copy(pair, tmp_path: Path, capsys, monkeypatch) -> None:
+    from hificli.weights import read_shares, read_weights_info
+
+    _, shared, _ = pair
+    monkeypatch.setenv("HIFIC_CACHE_DIR", str(tmp_path / "cache"))
+    code, _, err = run_cli(["models", "import", "my-second", str(shared)], capsys)
+    assert code == 0, err
+    installed = tmp_path / "cache" / "models" / "my-second" / "weights.safetensors"
+    assert read_shares(installed) is None  # the cache holds every tensor: no partner needed there
+    assert read_weights_info(installed).fingerprint == read_weights_info(shared).fingerprint
+    assert read_verified(installed)[1].fingerprint == read_weights_info(shared).fingerprint

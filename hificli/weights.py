@@ -64,6 +64,8 @@ class WeightsInfo:
     meta: dict[str, Any] = field(default_factory=dict)
     #: Fingerprint of the realism decoder's tensors, or None when the file has none.
     realism_fingerprint: bytes | None = None
+    #: What the file takes from another weights file beside it (:func:`parse_shares`), or None.
+    shares: dict[str, Any] | None = None
 
     @property
     def fingerprint_hex(self) -> str:
@@ -150,6 +152,7 @@ def read_weights_info(path: str | Path, *, with_hash: bool = False) -> WeightsIn
         size=path.stat().st_size,
         meta=extra,
         realism_fingerprint=realism,
+        shares=parse_shares(path, meta.get(SHARES_KEY)),
     )
 
 
@@ -302,17 +305,15 @@ def read_verified(path: str | Path) -> tuple[dict[str, np.ndarray], WeightsInfo]
         arrays = load_file(str(path))
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
-    own = len(arrays)
-    arrays = _with_shared(path, arrays)
+    arrays = _with_shared(path, arrays, info)
     refuse_tampered(path, arrays, info)
-    if len(arrays) != own:  # the parameters it shares count (memory estimates use them)
+    if info.shares:  # the parameters it shares count too (memory estimates use them)
         info = replace(info, n_params=sum(v.size for k, v in arrays.items() if not k.startswith("tables.")))
     return arrays, info
 
 
-def read_shares(path: Path) -> dict[str, Any] | None:
-    """A weights file's ``shares`` metadata (model id, fingerprint, prefixes), checked; None if it has none."""
-    text = _read_safetensors_header(path)["__metadata__"].get(SHARES_KEY)
+def parse_shares(path: Path, text: Any) -> dict[str, Any] | None:
+    """The ``shares`` metadata of a weights file (model id, fingerprint, prefixes), checked; None if absent."""
     if text is None:
         return None
     try:
@@ -330,9 +331,9 @@ def shared_file(path: Path, shares: dict[str, Any]) -> Path:
     return path.parent / f"{shares['model_id']}.safetensors"
 
 
-def _with_shared(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _with_shared(path: Path, arrays: dict[str, np.ndarray], info: WeightsInfo) -> dict[str, np.ndarray]:
     """``arrays`` plus the tensors the file shares with another (:data:`SHARES_KEY`), that file verified."""
-    shares = read_shares(path)
+    shares = info.shares
     if shares is None:
         return arrays
     source = shared_file(path, shares)
@@ -340,7 +341,7 @@ def _with_shared(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndar
     if not source.is_file():
         raise ModelMismatchError(f"{path}: shares its entropy model with {shares['model_id']}, "
                                  f"whose weights ({source.name}) are not beside it", hint)
-    if read_shares(source) is not None:
+    if read_weights_info(source).shares is not None:
         raise ModelMismatchError(f"{path}: shares tensors with {source.name}, which shares its own (one level only)")
     base, base_info = read_verified(source)
     if base_info.fingerprint_hex != shares["fingerprint"]:
@@ -392,6 +393,7 @@ def save_sharing(base: str | Path, replaced: dict[str, np.ndarray], path: str | 
 
 def load_weights(path: str | Path) -> tuple[HificModel, CdfTable, CdfTable, WeightsInfo]:
     """Load a weights file: (model in eval mode, z table, y table, info). Any damage -> ModelMismatchError."""
+    path = Path(path)
     loaded, info = read_verified(path)
     z_table, y_table = read_tables(loaded, path)
     return build_network(loaded, info, path), z_table, y_table, info
@@ -550,7 +552,7 @@ def check_fingerprint(path: str | Path) -> WeightsInfo:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ModelMismatchError(f"{path}: damaged weights file ({exc})") from None
-    state, realism, arrays = split_tensors(_with_shared(path, tensors))
+    state, realism, arrays = split_tensors(_with_shared(path, tensors, info))
     actual = fingerprint(state, arrays, info.config)
     if actual != info.fingerprint:
         raise ModelMismatchError(

@@ -19,35 +19,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ("Encoder.", "Generator.")
 
 
-def mean_of(sources: list[Path]) -> dict:
-    """Tensor mean of the sources' trained parts (float64 accumulation)."""
+def trained_mean(sources: list[Path], base: Path) -> dict:
+    """Tensor mean of the sources' encoder and decoder (float64 accumulation), each source read once;
+    a source whose hyperprior or context differs from the base's (float16 rounding) is refused."""
     import numpy as np
 
     from hificli.weights import read_verified, split_tensors
 
+    reference, _, _ = split_tensors(read_verified(base)[0])
     total: dict = {}
     for source in sources:
         network, _, _ = split_tensors(read_verified(source)[0])
         for key, value in network.items():
             if key.startswith(TRAINED):
                 total[key] = total.get(key, 0) + value.astype(np.float64)
-    return {key: (value / len(sources)).astype(np.float32) for key, value in total.items()}
-
-
-def check_prior_kept(sources: list[Path], base: Path) -> None:
-    """Refuse a source whose hyperprior or context differs from the base's (float16 rounding)."""
-    import numpy as np
-
-    from hificli.weights import read_verified, split_tensors
-
-    reference, _, _ = split_tensors(read_verified(base)[0])
-    for source in sources:
-        network, _, _ = split_tensors(read_verified(source)[0])
-        for key, value in network.items():
-            if not key.startswith(TRAINED) and not np.array_equal(
-                value.astype(np.float16), reference[key].astype(np.float16)
-            ):
+            elif not np.array_equal(value.astype(np.float16), reference[key].astype(np.float16)):
                 raise SystemExit(f"{source}: {key} differs from {base}'s (train with --freeze-prior --init BASE)")
+    return {key: (value / len(sources)).astype(np.float32) for key, value in total.items()}
 
 
 def main() -> None:
@@ -60,11 +48,11 @@ def main() -> None:
 
     from hificli.weights import save_sharing
 
-    check_prior_kept(args.sources, args.base)
+    trained = trained_mean(args.sources, args.base)
     out = args.out or args.base.parent / f"{args.model_id}.safetensors"
     meta = {"stage": "perceptual (encoder + decoder; entropy model shared)",
             "sources": [str(s) for s in args.sources]}
-    info = save_sharing(args.base, mean_of(args.sources), out, model_id=args.model_id, meta=meta)
+    info = save_sharing(args.base, trained, out, model_id=args.model_id, meta=meta)
     print(f"{out}: {info.model_id}, fingerprint {info.fingerprint_hex}, {info.size / 2**20:.2f} MiB "
           f"(shares {args.base.name})")
 

@@ -367,6 +367,18 @@ def test_coded_size_matches_the_estimate_at_every_quality(vr_tiny: Path) -> None
     assert_coded_size_matches_estimate(vr_tiny, SAMPLE, (0.0, 37.5, 100.0))
 
 
+def test_perceptual_weights_keep_one_ratio_to_the_mse_weight() -> None:
+    import torch
+
+    from hificli.train import variable_rate as VR
+
+    lambdas = VR.lambdas_at(torch.tensor([0.0, 1.0, 1.5, 2.0]), [0.01, 0.04, 0.16])
+    weights = VR.perceptual_weights(lambdas, 0.04)
+    assert weights.dtype == torch.float32
+    assert torch.allclose(weights, torch.tensor([0.25, 1.0, 2.0, 4.0]))
+    assert torch.allclose(weights / lambdas.float(), torch.full((4,), 25.0))
+
+
 def test_freeze_prior_trains_only_the_encoder_and_decoder_with_perceptual_and_grid_terms(
     tmp_path: Path, capsys
 ) -> None:

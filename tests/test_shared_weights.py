@@ -169,12 +169,12 @@ def test_golden_sharing_file_loads_and_decodes_to_recorded_latents() -> None:
 
 
 def test_the_embedded_perceptual_model_shares_the_default_entropy_model(tmp_path: Path, capsys) -> None:
-    from hificli.weights import read_shares, read_weights_info
+    from hificli.weights import read_weights_info
     from hificli.zoo import registry
 
     path = registry.embedded_path(registry.get(registry.PERCEPTUAL_MODEL))
     default = registry.embedded_path(registry.get(registry.DEFAULT_MODEL))
-    shares = read_shares(path)
+    shares = read_weights_info(path).shares
     assert shares["model_id"] == registry.DEFAULT_MODEL
     assert shares["fingerprint"] == read_weights_info(default).fingerprint_hex
     assert path.stat().st_size < 2.5 * 2**20
@@ -193,13 +193,13 @@ def test_the_embedded_perceptual_model_shares_the_default_entropy_model(tmp_path
 
 
 def test_models_import_makes_a_standalone_copy(pair, tmp_path: Path, capsys, monkeypatch) -> None:
-    from hificli.weights import read_shares, read_weights_info
+    from hificli.weights import read_weights_info
 
     _, shared, _ = pair
     monkeypatch.setenv("HIFIC_CACHE_DIR", str(tmp_path / "cache"))
     code, _, err = run_cli(["models", "import", "my-second", str(shared)], capsys)
     assert code == 0, err
     installed = tmp_path / "cache" / "models" / "my-second" / "weights.safetensors"
-    assert read_shares(installed) is None  # the cache holds every tensor: no partner needed there
+    assert read_weights_info(installed).shares is None  # the cache holds every tensor: no partner needed there
     assert read_weights_info(installed).fingerprint == read_weights_info(shared).fingerprint
     assert read_verified(installed)[1].fingerprint == read_weights_info(shared).fingerprint

@@ -127,7 +127,8 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
                    "decoder's transform; new ones start as the identity. A decoder that has some keeps them.")
 @click.option("--freeze-prior", is_flag=True,
               help="--stage base / gan: train the encoder and the decoder only; the hyperprior, context and rate "
-                   "steps stay as --init has them, so the new model parses bits exactly as its --init does.")
+                   "steps stay as --init has them (scripts/ship_perceptual.py then stores the two with --init's "
+                   "entropy model and tables, so the result parses bits exactly as --init does).")
 @click.option("--perceptual-per-lambda", is_flag=True,
               help="Variable-rate training: weight each image's perceptual term by lambda / --k-m, so that "
                    "perception and MSE keep one ratio at every rate level (default: one weight for all).")

@@ -217,7 +217,9 @@ def _optimizers(model: torch.nn.Module, disc: torch.nn.Module | None, lr: float)
 
 def freeze_prior(model: torch.nn.Module) -> None:
     """Fix everything that decides how bits are parsed (hyperprior with its density, context, rate steps):
-    only the encoder and the decoder train, and the model keeps its --init's entropy model exactly."""
+    only the encoder and the decoder train. The run's own weights file rebuilds its integer tables from
+    the (float16-rounded) density, which can differ from --init's in the last units; shipping the result
+    with --init's tables is ``scripts/ship_perceptual.py``'s job."""
     for name in ("Hyperprior", "Context", "RateSteps"):
         part = getattr(model, name, None)
         if part is not None:
@@ -575,7 +577,7 @@ def train(
                     out.y_likelihoods, out.z_likelihoods, out.x_hat, x, lambdas
                 )
                 if options.perceptual_per_lambda:
-                    weights = (lambdas / schedule_reference_k_m(options)).to(perc_each.device, torch.float32)
+                    weights = VR.perceptual_weights(lambdas, schedule_reference_k_m(options)).to(perc_each.device)
                     loss = rd_loss + schedule.k_p * (weights * perc_each.float()).mean()
                 else:
                     loss = rd_loss + schedule.k_p * perc.float()

@@ -53,6 +53,12 @@ def lambdas_at(positions: torch.Tensor, lambdas: Sequence[float]) -> torch.Tenso
     return torch.exp(logs[lo] * (1 - frac) + logs[lo + 1] * frac)
 
 
+def perceptual_weights(lambdas: torch.Tensor, reference: float) -> torch.Tensor:
+    """Per-image perceptual weights (``--perceptual-per-lambda``): lambda / reference, so that the ratio
+    of the perceptual term to the MSE term is the same at every rate level (1 where lambda = reference)."""
+    return (lambdas / reference).to(torch.float32)
+
+
 def per_image_bpp(y_likelihoods: torch.Tensor, z_likelihoods: torch.Tensor, pixels_per_image: int) -> torch.Tensor:
     """Rate (n,) in bits per pixel of each image from its latent and hyperlatent likelihoods."""
     bits_y = -torch.log2(y_likelihoods.float()).flatten(1).sum(1)

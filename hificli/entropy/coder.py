@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hificli.entropy.interrupts import deferred_interrupts
 from hificli.entropy.tables import PRECISION, CdfTable
 from hificli.errors import CorruptFileError
 
@@ -94,7 +95,6 @@ def encode_symbols(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) ->
     lo, hi = (int(sym.min()), int(sym.max())) if sym.dtype.kind in "iu" else (0, 0)
     if sym.dtype.kind not in "iu" or lo < _INT32_MIN or hi > _INT32_MAX:
         raise ValueError("symbols must be integers in the int32 range")
-    stream = _constriction()
     order, counts, bounds = _grouping(idx, table)
     offsets = _per_symbol(table.offsets, counts)
     n = _per_symbol(table.lengths - 1, counts)
@@ -108,25 +108,28 @@ def encode_symbols(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) ->
         escaped = (v < 0) | (v >= n)
         coded = np.where(escaped, n, v).astype(np.int32, copy=False)
 
-    coder = stream.stack.AnsCoder()
-    if escaped.any():
-        ve, ne = v[escaped].astype(np.int64), n[escaped].astype(np.int64)
-        e1 = np.where(ve < 0, 2 * (-ve - 1) + 1, 2 * (ve - ne)) + 1
-        k = _bit_length(e1) - 1
-        mant = e1 - (np.int64(1) << k)
-        widths = _chunk_widths(k)
-        shifts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
-        chunks = (mant[:, None] >> shifts[None, :]) & ((np.int64(1) << widths) - 1)
-        present = widths > 0
-        if present.any():
-            sizes = (np.int64(1) << widths[present]).astype(np.int32)
-            coder.encode_reverse(chunks[present].astype(np.int32), stream.model.Uniform(), sizes)
-        coder.encode_reverse(k.astype(np.int32), stream.model.Uniform(ESCAPE_BITS_ALPHABET))
-    for row in range(table.num_rows - 1, -1, -1):
-        lo, hi = bounds[row], bounds[row + 1]
-        if hi > lo:
-            coder.encode_reverse(coded[lo:hi], table.model(row))
-    return coder.get_compressed().astype("<u4", copy=False).tobytes()
+    with deferred_interrupts():  # constriction may call back into Python: no KeyboardInterrupt there
+        stream = _constriction()
+        coder = stream.stack.AnsCoder()
+        if escaped.any():
+            ve, ne = v[escaped].astype(np.int64), n[escaped].astype(np.int64)
+            e1 = np.where(ve < 0, 2 * (-ve - 1) + 1, 2 * (ve - ne)) + 1
+            k = _bit_length(e1) - 1
+            mant = e1 - (np.int64(1) << k)
+            widths = _chunk_widths(k)
+            shifts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
+            chunks = (mant[:, None] >> shifts[None, :]) & ((np.int64(1) << widths) - 1)
+            present = widths > 0
+            if present.any():
+                sizes = (np.int64(1) << widths[present]).astype(np.int32)
+                coder.encode_reverse(chunks[present].astype(np.int32), stream.model.Uniform(), sizes)
+            coder.encode_reverse(k.astype(np.int32), stream.model.Uniform(ESCAPE_BITS_ALPHABET))
+        for row in range(table.num_rows - 1, -1, -1):
+            lo, hi = bounds[row], bounds[row + 1]
+            if hi > lo:
+                coder.encode_reverse(coded[lo:hi], table.model(row))
+        compressed = coder.get_compressed()
+    return compressed.astype("<u4", copy=False).tobytes()
 
 
 def settle_final_run(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> np.ndarray:
@@ -177,46 +180,47 @@ def decode_symbols(data: bytes, indexes: np.ndarray, table: CdfTable, *, stream:
             raise corrupt
         return np.zeros(idx.shape, dtype=np.int32)
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    cs = _constriction()
     order, counts, bounds = _grouping(idx, table)
     coded = np.empty(idx.size, dtype=np.int32)
-    try:
-        coder = cs.stack.AnsCoder(words)
-        for row in range(table.num_rows):
-            lo, hi = bounds[row], bounds[row + 1]
-            if hi > lo:
-                coded[lo:hi] = coder.decode(table.model(row), int(hi - lo))
-        n = _per_symbol(table.lengths - 1, counts)
-        escaped = coded == n
-        values = coded.astype(np.int64)
-        n_esc = int(escaped.sum())
-        k = np.zeros(0, dtype=np.int64)
-        if n_esc:
-            k = coder.decode(cs.model.Uniform(ESCAPE_BITS_ALPHABET), n_esc).astype(np.int64)
-            widths = _chunk_widths(k)
-            present = widths > 0
-            chunks = np.zeros(widths.shape, dtype=np.int64)
-            if present.any():
-                sizes = (np.int64(1) << widths[present]).astype(np.int32)
-                chunks[present] = coder.decode(cs.model.Uniform(), sizes)
-            shifts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
-            e1 = (np.int64(1) << k) + (chunks << shifts[None, :]).sum(axis=1)
-            e = e1 - 1
-            ne = n[escaped].astype(np.int64)
-            values[escaped] = np.where(e % 2 == 1, -(e // 2) - 1, e // 2 + ne)
-        if not coder.is_empty():
-            raise corrupt
-        unpaid = free_bits(coded, bounds, k, table)
-        if unpaid > MAX_FREE_BITS:
-            raise CorruptFileError(
-                f"damaged stream {stream!r}: its data ran out before its symbols ({unpaid:.0f} bits short)"
-            )
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except CorruptFileError:
-        raise
-    except BaseException as exc:  # constriction raises ValueError/KeyError and PanicException
-        raise corrupt from exc
+    with deferred_interrupts():  # a KeyboardInterrupt inside constriction would read as damage
+        cs = _constriction()
+        try:
+            coder = cs.stack.AnsCoder(words)
+            for row in range(table.num_rows):
+                lo, hi = bounds[row], bounds[row + 1]
+                if hi > lo:
+                    coded[lo:hi] = coder.decode(table.model(row), int(hi - lo))
+            n = _per_symbol(table.lengths - 1, counts)
+            escaped = coded == n
+            values = coded.astype(np.int64)
+            n_esc = int(escaped.sum())
+            k = np.zeros(0, dtype=np.int64)
+            if n_esc:
+                k = coder.decode(cs.model.Uniform(ESCAPE_BITS_ALPHABET), n_esc).astype(np.int64)
+                widths = _chunk_widths(k)
+                present = widths > 0
+                chunks = np.zeros(widths.shape, dtype=np.int64)
+                if present.any():
+                    sizes = (np.int64(1) << widths[present]).astype(np.int32)
+                    chunks[present] = coder.decode(cs.model.Uniform(), sizes)
+                shifts = np.arange(_MAX_CHUNKS, dtype=np.int64) * CHUNK_BITS
+                e1 = (np.int64(1) << k) + (chunks << shifts[None, :]).sum(axis=1)
+                e = e1 - 1
+                ne = n[escaped].astype(np.int64)
+                values[escaped] = np.where(e % 2 == 1, -(e // 2) - 1, e // 2 + ne)
+            if not coder.is_empty():
+                raise corrupt
+            unpaid = free_bits(coded, bounds, k, table)
+            if unpaid > MAX_FREE_BITS:
+                raise CorruptFileError(
+                    f"damaged stream {stream!r}: its data ran out before its symbols ({unpaid:.0f} bits short)"
+                )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except CorruptFileError:
+            raise
+        except BaseException as exc:  # constriction raises ValueError/KeyError and PanicException
+            raise corrupt from exc
     sym = values + _per_symbol(table.offsets, counts)
     if int(sym.min()) < _INT32_MIN or int(sym.max()) > _INT32_MAX:
         raise corrupt

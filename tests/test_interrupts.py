@@ -1,0 +1,92 @@
+"""Ctrl-C while constriction runs: the handler waits until the native call is over (no Rust panic, no
+"damaged stream" for an interrupted decode)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import constriction
+import numpy as np
+import pytest
+
+from hificli.entropy import coder
+from hificli.entropy.interrupts import deferred_interrupts
+from hificli.entropy.tables import latent_tables
+
+
+@pytest.fixture
+def events() -> Iterator[list[str]]:
+    """A SIGINT handler that logs "handler" and raises KeyboardInterrupt, like Python's own."""
+    log: list[str] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        log.append("handler")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield log
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_inside_the_block_runs_its_handler_on_exit(events: list[str]) -> None:
+    installed = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # twice: the handler still runs once
+        sum(range(1000))  # bytecode after the signal: where Python would run the handler
+        events.append("block finished")
+    assert events == ["block finished", "handler"]
+    assert signal.getsignal(signal.SIGINT) is installed
+
+
+def test_no_signal_leaves_handlers_as_they_were(events: list[str]) -> None:
+    installed = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with deferred_interrupts():
+        pass
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == installed
+    assert events == []
+
+
+class _SignalledAnsCoder:
+    """constriction's AnsCoder, with a SIGINT arriving during each decode (as Ctrl-C might)."""
+
+    def __init__(self, log: list[str], *args: Any) -> None:
+        self._coder = constriction.stream.stack.AnsCoder(*args)
+        self._log = log
+
+    def decode(self, *args: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))
+        out = self._coder.decode(*args)
+        self._log.append("native call returned")
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._coder, name)
+
+
+def test_decode_interrupted_in_constriction_raises_keyboard_interrupt_after_it(
+    events: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = latent_tables("gaussian")
+    rng = np.random.default_rng(0)
+    indexes = rng.integers(0, table.num_rows, size=(4, 16, 16))
+    symbols = rng.integers(-3, 4, size=indexes.shape).astype(np.int32)
+    data = coder.encode_symbols(symbols, indexes, table)
+    stream = constriction.stream
+    fake = SimpleNamespace(
+        stack=SimpleNamespace(AnsCoder=lambda *args: _SignalledAnsCoder(events, *args)), model=stream.model
+    )
+    monkeypatch.setattr(coder, "_constriction", lambda: fake)
+    with pytest.raises(KeyboardInterrupt):  # not CorruptFileError
+        coder.decode_symbols(data, indexes, table)
+    assert events[-1] == "handler" and events.count("handler") == 1
+    assert "native call returned" in events
+    monkeypatch.undo()
+    assert np.array_equal(coder.decode_symbols(data, indexes, table), symbols)

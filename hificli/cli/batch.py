@@ -310,6 +310,8 @@ def _init_worker(
 
     global _job
     signal.signal(signal.SIGINT, _on_sigint)
+    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (_sigint_held): take it now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     apply_threads(jobs, threads)  # the cores divided among the workers, or --threads each
     _job = job
     if prepare is not None:
@@ -352,7 +354,7 @@ def _outcomes(
         jobs, mp_context=context, initializer=_init_worker, initargs=(job, jobs, prepare, threads)
     )
     try:
-        with _sigint_ignored():  # workers start with SIGINT ignored until _init_worker sets theirs
+        with _sigint_held():  # workers start with SIGINT held until _init_worker sets theirs
             futures = [pool.submit(_run_in_worker, path) for path in inputs]
     except BaseException:
         _interrupt(pool)
@@ -397,12 +399,22 @@ def _pooled(
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT meanwhile (main thread only), so that processes spawned now inherit "ignored"."""
+def _sigint_held() -> Iterator[None]:
+    """Hold SIGINT back meanwhile (main thread only), so that processes started now begin with it held
+    (until _init_worker installs their handler). POSIX: the signal is blocked, not ignored, so a Ctrl-C
+    meanwhile is delivered when the block ends (ignoring it lost one that came while a loaded parent
+    forked fast workers). Elsewhere: ignored, as spawned children inherit that."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    if hasattr(signal, "pthread_sigmask"):
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -1,5 +1,5 @@
 """Ctrl-C while constriction runs: the handler waits until the native call is over (no Rust panic, no
-"damaged stream" for an interrupted decode)."""
+"damaged stream" for an interrupted decode); and a Ctrl-C while a batch starts its workers is not lost."""
 
 from __future__ import annotations
 
@@ -60,19 +60,26 @@ class _SignalledAnsCoder:
         self._coder = constriction.stream.stack.AnsCoder(*args)
         self._log = log
 
-    def decode(self, *args: Any) -> Any:
+    def _signalled(self, call: Any, *args: Any) -> Any:
         os.kill(os.getpid(), signal.SIGINT)
         sum(range(1000))
-        out = self._coder.decode(*args)
+        out = call(*args)
         self._log.append("native call returned")
         return out
+
+    def decode(self, *args: Any) -> Any:
+        return self._signalled(self._coder.decode, *args)
+
+    def encode_reverse(self, *args: Any) -> Any:
+        return self._signalled(self._coder.encode_reverse, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._coder, name)
 
 
-def test_decode_interrupted_in_constriction_raises_keyboard_interrupt_after_it(
-    events: list[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("direction", ["encode", "decode"])
+def test_coding_interrupted_in_constriction_raises_keyboard_interrupt_after_it(
+    direction: str, events: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = latent_tables("gaussian")
     rng = np.random.default_rng(0)
@@ -84,8 +91,11 @@ def test_decode_interrupted_in_constriction_raises_keyboard_interrupt_after_it(
         stack=SimpleNamespace(AnsCoder=lambda *args: _SignalledAnsCoder(events, *args)), model=stream.model
     )
     monkeypatch.setattr(coder, "_constriction", lambda: fake)
-    with pytest.raises(KeyboardInterrupt):  # not CorruptFileError
-        coder.decode_symbols(data, indexes, table)
+    with pytest.raises(KeyboardInterrupt):  # for decode: not CorruptFileError
+        if direction == "encode":
+            coder.encode_symbols(symbols, indexes, table)
+        else:
+            coder.decode_symbols(data, indexes, table)
     assert events[-1] == "handler" and events.count("handler") == 1
     assert "native call returned" in events
     monkeypatch.undo()

@@ -402,8 +402,10 @@ def _pooled(
 def _sigint_held() -> Iterator[None]:
     """Hold SIGINT back meanwhile (main thread only), so that processes started now begin with it held
     (until _init_worker installs their handler). POSIX: the signal is blocked, not ignored, so a Ctrl-C
-    meanwhile is delivered when the block ends (ignoring it lost one that came while a loaded parent
-    forked fast workers). Elsewhere: ignored, as spawned children inherit that."""
+    meanwhile is not lost (ignoring it lost one that came while a loaded parent forked fast workers):
+    it is delivered when the block ends, or at once where another thread of this process takes it (the
+    caller's ``except BaseException`` then stops the pool). Elsewhere: ignored, as spawned children
+    inherit that."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():

@@ -22,17 +22,17 @@ HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Record SIGINT/SIGTERM while the block runs; then run their Python handlers (once per signal).
+    """Record SIGINT/SIGTERM while the block runs; then raise each one again (once) for its own handler.
 
     Only Python-level handlers are held (a default SIGTERM still ends the process at once), and only
     in the main thread, the one where CPython runs them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: dict[int, FrameType | None] = {}
+    caught: set[int] = set()
 
     def record(signum: int, frame: FrameType | None) -> None:
-        caught.setdefault(signum, frame)
+        caught.add(signum)
 
     previous: dict[int, Any] = {}
     for signum in HELD_SIGNALS:
@@ -43,5 +43,5 @@ def deferred_interrupts() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        for signum, frame in caught.items():
-            previous[signum](signum, frame)
+        for signum in sorted(caught):  # each handler runs now; once one raises (KeyboardInterrupt), the
+            signal.raise_signal(signum)  # process is stopping and the rest are not raised again

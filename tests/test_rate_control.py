@@ -395,8 +395,9 @@ def test_freeze_prior_trains_only_the_encoder_and_decoder_with_perceptual_and_gr
               "--rate-lambdas", "0.01,0.04,0.16", "--k-m", "0.04", "--init", str(init)]
     run_dir = tmp_path / "run"
     code, _, err = run(["--quiet", "train", str(data), "--out", str(run_dir), "--freeze-prior",
-                        "--perceptual-per-lambda", "--k-grid", "0.3", *common], capsys)
+                        "--perceptual-per-lambda", "--perceptual-relative", "--k-grid", "0.3", *common], capsys)
     assert code == 0, err
+    assert json.loads((run_dir / "options.json").read_text())["perceptual_relative"] is True
     before, _, _ = split_tensors(read_verified(init)[0])
     after, _, _ = split_tensors(read_verified(run_dir / "weights.safetensors")[0])
     moved = {k.split(".")[0] for k in before if not np.array_equal(before[k], after[k])}
@@ -406,6 +407,9 @@ def test_freeze_prior_trains_only_the_encoder_and_decoder_with_perceptual_and_gr
     code, _, err = run(["train", str(data), "--out", str(tmp_path / "r2"), "--perceptual-per-lambda",
                         *[a for a in common if a not in ("--rate-lambdas", "0.01,0.04,0.16")]], capsys)
     assert code != 0 and "--rate-lambdas" in err
+    code, _, err = run(["train", str(data), "--out", str(tmp_path / "r2"), "--perceptual-relative",
+                        *[a for a in common if a not in ("--rate-lambdas", "0.01,0.04,0.16")]], capsys)
+    assert code != 0 and "--perceptual-relative" in err and "--rate-lambdas" in err
     code, _, err = run(["train", str(data), "--out", str(tmp_path / "r3"), "--stage", "realism", "--freeze-prior",
                         *common], capsys)
     assert code != 0 and "--freeze-prior" in err

@@ -132,6 +132,10 @@ def _widths(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--perceptual-per-lambda", is_flag=True,
               help="Variable-rate training: weight each image's perceptual term by lambda / --k-m, so that "
                    "perception and MSE keep one ratio at every rate level (default: one weight for all).")
+@click.option("--perceptual-relative", is_flag=True,
+              help="Variable-rate training: share the perceptual weight out by each image's distance against "
+                   "the running mean of its rate level (low for its rate: more weight), so that training "
+                   "follows relative changes (hificli.train.relative). The term's total weight is unchanged.")
 @click.option("--rescale", type=(float, float), default=(0.75, 0.95), show_default=True,
               help="Random rescale range of the image side before cropping (never below the crop).")
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips.")

@@ -27,6 +27,7 @@ from hificli.train import state as S
 from hificli.train import variable_rate as VR
 from hificli.train.context import CONTEXT_LR_SCALE, context_config
 from hificli.train.options import RUNTIME_OPTIONS, TrainOptions
+from hificli.train.relative import RelativePerceptualWeights
 from hificli.train.report import JsonlLog, ProgressLine
 from hificli.train.schedule import make_schedule
 
@@ -332,6 +333,8 @@ def train(
     if resumed is not None:
         perceptual_kind = resumed["args"].get("perceptual", perceptual_kind)
     perceptual = load_perceptual(perceptual_kind) if perceptual_kind != "none" else None
+    relative = RelativePerceptualWeights(config.rate_levels) \
+        if options.perceptual_relative and perceptual is not None and config.rate_levels else None
 
     # recorded options rebuild the same schedule; an extended --steps moves the step-derived defaults
     schedule = make_schedule(
@@ -576,11 +579,12 @@ def train(
                 rd_loss, distortion = VR.rate_distortion_loss(
                     out.y_likelihoods, out.z_likelihoods, out.x_hat, x, lambdas
                 )
+                weights = torch.ones_like(perc_each, dtype=torch.float32)
                 if options.perceptual_per_lambda:
                     weights = VR.perceptual_weights(lambdas, schedule_reference_k_m(options)).to(perc_each.device)
-                    loss = rd_loss + schedule.k_p * (weights * perc_each.float()).mean()
-                else:
-                    loss = rd_loss + schedule.k_p * perc.float()
+                if relative is not None:
+                    weights = weights * relative(positions, perc_each)
+                loss = rd_loss + schedule.k_p * (weights * perc_each.float()).mean()
             else:
                 q_bpp = dist.mean_scalar(float(out.q_bpp.detach()), layout)
                 penalty = L.rate_penalty(q_bpp, lambda_a=lambda_a, lambda_b=lambda_b, target_bpp=target)

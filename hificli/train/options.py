@@ -68,6 +68,7 @@ class TrainOptions:
     realism_blocks: int = 0  #: realism stage: residual blocks at latent resolution for a new realism decoder
     freeze_prior: bool = False  #: base/gan stage: train the encoder and decoder only (entropy model fixed)
     perceptual_per_lambda: bool = False  #: variable rate: each image's perceptual weight scales with its lambda
+    perceptual_relative: bool = False  #: variable rate: share the perceptual weight out by m(level) / d_i
     rescale: tuple[float, float] = (0.75, 0.95)
     hflip: bool = True
     workers: int | None = None
@@ -102,6 +103,8 @@ class TrainOptions:
             raise ValueError("--freeze-prior is for --stage base or gan (the realism stage freezes the whole model)")
         if self.perceptual_per_lambda and not self.rate_lambdas:
             raise ValueError("--perceptual-per-lambda weights the perceptual term per rate level: needs --rate-lambdas")
+        if self.perceptual_relative and not self.rate_lambdas:
+            raise ValueError("--perceptual-relative compares distances within a rate level: needs --rate-lambdas")
         if self.grain_only and self.grain_fit:
             raise ValueError("--grain-fit and --grain-only are two ways to train the grain: choose one")
         if self.realism_sampling not in REALISM_SAMPLING:

@@ -86,7 +86,7 @@ MODELS: tuple[ModelEntry, ...] = (
         source="embedded in the hific package",
         license="Apache-2.0 (this project)",
         resource=f"{PERCEPTUAL_MODEL}.safetensors",
-        rate_range=(0.013, 1.41),  # E15 photos, -q 0 .. -q 100
+        rate_range=(0.013, 1.45),  # E15 photos, -q 0 .. -q 100
         variable_rate=True,
     ),
     ModelEntry(

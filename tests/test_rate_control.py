@@ -404,12 +404,21 @@ def test_freeze_prior_trains_only_the_encoder_and_decoder_with_perceptual_and_gr
     assert moved == {"Encoder", "Generator"}
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert all(r["perceptual"] > 0 for r in records if r["kind"] == "train")
+    plain_dir = tmp_path / "plain"  # the same seed without --perceptual-relative: other weights
+    code, _, err = run(["--quiet", "train", str(data), "--out", str(plain_dir), "--freeze-prior",
+                        "--perceptual-per-lambda", "--k-grid", "0.3", *common], capsys)
+    assert code == 0, err
+    plain, _, _ = split_tensors(read_verified(plain_dir / "weights.safetensors")[0])
+    assert any(not np.array_equal(plain[k], after[k]) for k in after if k.startswith("Generator."))
     code, _, err = run(["train", str(data), "--out", str(tmp_path / "r2"), "--perceptual-per-lambda",
                         *[a for a in common if a not in ("--rate-lambdas", "0.01,0.04,0.16")]], capsys)
     assert code != 0 and "--rate-lambdas" in err
     code, _, err = run(["train", str(data), "--out", str(tmp_path / "r2"), "--perceptual-relative",
                         *[a for a in common if a not in ("--rate-lambdas", "0.01,0.04,0.16")]], capsys)
     assert code != 0 and "--perceptual-relative" in err and "--rate-lambdas" in err
+    code, _, err = run(["train", str(data), "--out", str(tmp_path / "r2"), "--perceptual-relative",
+                        *["none" if a == "stlpips-alex" else a for a in common]], capsys)
+    assert code != 0 and "--perceptual-relative" in err and "--perceptual none" in err
     code, _, err = run(["train", str(data), "--out", str(tmp_path / "r3"), "--stage", "realism", "--freeze-prior",
                         *common], capsys)
     assert code != 0 and "--freeze-prior" in err

@@ -333,8 +333,7 @@ def train(
     if resumed is not None:
         perceptual_kind = resumed["args"].get("perceptual", perceptual_kind)
     perceptual = load_perceptual(perceptual_kind) if perceptual_kind != "none" else None
-    relative = RelativePerceptualWeights(config.rate_levels) \
-        if options.perceptual_relative and perceptual is not None and config.rate_levels else None
+    relative = RelativePerceptualWeights(config.rate_levels) if options.perceptual_relative else None
 
     # recorded options rebuild the same schedule; an extended --steps moves the step-derived defaults
     schedule = make_schedule(

@@ -105,6 +105,8 @@ class TrainOptions:
             raise ValueError("--perceptual-per-lambda weights the perceptual term per rate level: needs --rate-lambdas")
         if self.perceptual_relative and not self.rate_lambdas:
             raise ValueError("--perceptual-relative compares distances within a rate level: needs --rate-lambdas")
+        if self.perceptual_relative and self.perceptual == "none":
+            raise ValueError("--perceptual-relative weights the perceptual term: not with --perceptual none")
         if self.grain_only and self.grain_fit:
             raise ValueError("--grain-fit and --grain-only are two ways to train the grain: choose one")
         if self.realism_sampling not in REALISM_SAMPLING:

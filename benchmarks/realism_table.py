@@ -79,6 +79,15 @@ def image_row(image: dict, faithful: str, realism: str, baseline: str, max_bpp: 
                for i, n in enumerate(("realism", "faithful", "baseline"))}}
 
 
+def rate_ratio(image: dict, realism: str, faithful: str) -> float | None:
+    """Geometric mean over the qualities both models were run at of realism bpp / faithful bpp: how
+    much larger the second model's files are at the same ``-q`` (1.0 for a realism decoder)."""
+    at = {p["setting"]: p["bpp"] for p in points(image, faithful) if p.get("setting") is not None}
+    logs = [math.log(p["bpp"] / at[p["setting"]]) for p in points(image, realism)
+            if p.get("setting") in at and p["bpp"] > 0 and at[p["setting"]] > 0]
+    return math.exp(statistics.fmean(logs)) if logs else None
+
+
 def merged(reports: list[dict]) -> dict:
     """One report from several of the same images: their models, curves and sweeps side by side."""
     by_name: dict[str, dict] = {}
@@ -118,6 +127,10 @@ def main() -> None:
         median = {k: statistics.median(r[k] for r in rows) for k in ("vs_baseline", "vs_faithful")}
         print(f"\n{len(rows)} images. Median ST-LPIPS vs {b}: {100 * median['vs_baseline']:+.1f} %, "
               f"vs the faithful decoder: {100 * median['vs_faithful']:+.1f} %")
+    ratios = [r for r in (rate_ratio(img, args.realism, args.faithful) for img in report["per_image"]) if r]
+    if ratios:
+        print(f"Rate at the same -q against {args.faithful}: median x{statistics.median(ratios):.3f} "
+              f"(x{min(ratios):.3f}-x{max(ratios):.3f}) over {len(ratios)} images")
 
 
 if __name__ == "__main__":

@@ -82,9 +82,11 @@ def image_row(image: dict, faithful: str, realism: str, baseline: str, max_bpp: 
 def rate_ratio(image: dict, realism: str, faithful: str) -> float | None:
     """Geometric mean over the qualities both models were run at of realism bpp / faithful bpp: how
     much larger the second model's files are at the same ``-q`` (1.0 for a realism decoder)."""
-    at = {p["setting"]: p["bpp"] for p in points(image, faithful) if p.get("setting") is not None}
-    logs = [math.log(p["bpp"] / at[p["setting"]]) for p in points(image, realism)
-            if p.get("setting") in at and p["bpp"] > 0 and at[p["setting"]] > 0]
+    def by_setting(label: str) -> dict:  # the default point repeats a curve setting: count it once
+        return {p["setting"]: p["bpp"] for p in points(image, label) if p.get("setting") is not None}
+
+    ours, theirs = by_setting(realism), by_setting(faithful)
+    logs = [math.log(ours[q] / theirs[q]) for q in ours.keys() & theirs.keys() if ours[q] > 0 and theirs[q] > 0]
     return math.exp(statistics.fmean(logs)) if logs else None
 
 
